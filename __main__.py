@@ -1,0 +1,131 @@
+"""torrust-hybrid-tls: a Torrust tracker on one Hetzner Cloud server behind Pingoo (443) and
+nginx+certbot (3443 for Grafana), with Prometheus and Grafana.
+
+Thin on purpose: validate the configuration, build the components, export what the operator needs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pulumi
+from pulumi.runtime.config import is_config_secret
+
+from components.docker_host import DockerHost, DockerHostArgs, ssh_command
+from components.host import Host, HostArgs
+from components.monitoring import Monitoring, MonitoringArgs
+from components.nginx_certbot import NginxCertbot, NginxCertbotArgs
+from components.pingoo import PingooArgs, PingooEdge
+from components.tracker import Tracker, TrackerArgs
+from core.endpoints import backup_paths, dns_records, endpoints
+from core.settings import PROJECT, ConfigError, StackSettings, check_secret_value, load_settings
+
+SECRET_MIN_LENGTHS = {"trackerAdminToken": 24, "grafanaAdminPassword": 16}
+
+
+def load_configuration() -> tuple[StackSettings, dict[str, pulumi.Output[str]]]:
+    """Validate everything before the first resource is registered."""
+    config = pulumi.Config()
+    problems: list[str] = []
+    try:
+        settings = load_settings(pulumi.get_stack(), config.get_object)
+    except ConfigError as exc:
+        problems.append(str(exc).removeprefix("Invalid stack configuration:\n"))
+        settings = None
+    secrets: dict[str, pulumi.Output[str]] = {}
+    for key, min_length in SECRET_MIN_LENGTHS.items():
+        problem = check_secret_value(key, config.get(key), min_length=min_length)
+        if problem is None and not is_config_secret(f"{PROJECT}:{key}"):
+            problem = (
+                f"  - {PROJECT}:{key}: is stored in plain text in the stack file\n"
+                f"      fix: pulumi config set --secret {key} <value>   (then rotate it: it was exposed)"
+            )
+        if problem:
+            problems.append(problem)
+        else:
+            secrets[key] = config.require_secret(key)
+    if settings is not None and settings.ssh.private_key_file:
+        key_file = Path(os.path.expanduser(settings.ssh.private_key_file))
+        if not key_file.is_file():
+            problems.append(
+                f"  - {PROJECT}:ssh.privateKeyFile: '{key_file}' does not exist on this machine\n"
+                "      fix: pulumi config set --path 'ssh.privateKeyFile' ~/.ssh/id_ed25519"
+                "   (or remove it to use ssh-agent)"
+            )
+    if problems or settings is None:
+        raise ConfigError("Invalid stack configuration:\n" + "\n".join(problems))
+    return settings, secrets
+
+
+try:
+    settings, secrets = load_configuration()
+except ConfigError as error:
+    # RunError prints the message without a Python traceback.
+    raise pulumi.RunError(str(error)) from None
+
+for image in settings.images.mutable():
+    pulumi.log.warn(
+        f"image '{image}' uses a moving tag: pin a digest (repository:tag@sha256:...) so that a "
+        "replacement server runs the same code; see README 'Pinning images'."
+    )
+
+private_key: pulumi.Output[str] | None = None
+if settings.ssh.private_key_file:
+    key_text = Path(os.path.expanduser(settings.ssh.private_key_file)).read_text()
+    private_key = pulumi.Output.secret(key_text)
+
+host = Host("host", HostArgs(settings=settings))
+docker_host = DockerHost(
+    "docker",
+    DockerHostArgs(
+        settings=settings,
+        ipv4_address=host.ipv4_address,
+        host_public_key=host.host_public_key,
+        server_id=host.server.id,
+        private_key=private_key,
+    ),
+)
+services = pulumi.ResourceOptions(providers=[docker_host.provider])
+networks = docker_host.networks
+ready = docker_host.ready
+
+tracker = Tracker(
+    "tracker",
+    TrackerArgs(settings, networks, ready, admin_token=secrets["trackerAdminToken"]),
+    opts=services,
+)
+pingoo = PingooEdge("pingoo", PingooArgs(settings, networks, ready), opts=services)
+nginx = NginxCertbot("nginx", NginxCertbotArgs(settings, networks, ready), opts=services)
+monitoring = Monitoring(
+    "monitoring",
+    MonitoringArgs(
+        settings,
+        networks,
+        ready,
+        admin_token=secrets["trackerAdminToken"],
+        grafana_admin_password=secrets["grafanaAdminPassword"],
+    ),
+    opts=services,
+)
+
+pulumi.export("serverIpv4", host.ipv4_address)
+pulumi.export("serverIpv6", host.ipv6_address)
+pulumi.export("endpoints", host.ipv4_address.apply(lambda ipv4: endpoints(settings, ipv4)))
+pulumi.export(
+    "dnsRecords",
+    pulumi.Output.all(host.ipv4_address, host.ipv6_address).apply(
+        lambda ips: dns_records(settings, ips[0], ips[1])
+    ),
+)
+pulumi.export(
+    "sshCommand",
+    pulumi.Output.all(host.ipv4_address, host.host_public_key).apply(
+        lambda values: ssh_command(settings.ssh.user, values[0], values[1])
+    ),
+)
+pulumi.export("hostKey", host.host_public_key)
+pulumi.export("backupPaths", backup_paths())
+pulumi.export("acmeStaging", settings.acme.staging)
+pulumi.export("trackerAdminToken", pulumi.Output.secret(secrets["trackerAdminToken"]))
+pulumi.export("grafanaAdminPassword", pulumi.Output.secret(secrets["grafanaAdminPassword"]))

@@ -1,0 +1,104 @@
+"""Shared wiring for the service containers (not a component: a helper the components call).
+
+Every container gets the same baseline: a pinned image, restart unless-stopped, explicit log
+rotation (so the daemon default never shows as a diff), no-new-privileges, a memory limit, the
+networks and fixed addresses from core.layout, delete_before_replace (fixed names and host ports
+would collide with create-before-delete) and a dependency on the host being ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_docker as docker
+
+from core import layout
+
+LOG_OPTS = {"max-size": "10m", "max-file": "5"}
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    port: int
+    protocol: str = "tcp"
+
+
+@dataclass
+class ContainerSpec:
+    """What differs between our containers; everything else is the shared baseline."""
+
+    name: str
+    image: str
+    memory_mb: int
+    env: Sequence[pulumi.Input[str]] = ()
+    uploads: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    volumes: Mapping[str, str] = field(default_factory=dict)  # host path -> container path
+    published: Sequence[PublishedPort] = ()
+    healthcheck: Sequence[str] | None = None
+    command: Sequence[str] | None = None
+
+
+def publish_both_families(ports: Sequence[PublishedPort]) -> list[docker.ContainerPortArgs]:
+    """Docker's provider binds 0.0.0.0 only unless told otherwise; publish on IPv6 as well."""
+    result = []
+    for port in ports:
+        for ip in ("0.0.0.0", "::"):
+            result.append(
+                docker.ContainerPortArgs(internal=port.port, external=port.port, protocol=port.protocol, ip=ip)
+            )
+    return result
+
+
+def create_service_container(
+    spec: ContainerSpec,
+    networks: Mapping[str, docker.Network],
+    ready: pulumi.Resource,
+    parent: pulumi.Resource,
+) -> docker.Container:
+    image = docker.RemoteImage(
+        f"{spec.name}-image",
+        name=spec.image,
+        keep_locally=True,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[ready]),
+    )
+    networks_advanced = [
+        docker.ContainerNetworksAdvancedArgs(
+            name=networks[key].name, aliases=[spec.name], ipv4_address=address
+        )
+        for key, address in layout.MEMBERSHIP[spec.name]
+    ]
+    uploads = [
+        docker.ContainerUploadArgs(file=path, content=content, permissions="0644")
+        for path, content in sorted(spec.uploads.items())
+    ]
+    volumes = [
+        docker.ContainerVolumeArgs(host_path=host, container_path=inside)
+        for host, inside in sorted(spec.volumes.items())
+    ]
+    healthcheck = (
+        docker.ContainerHealthcheckArgs(
+            tests=list(spec.healthcheck), interval="15s", timeout="5s", retries=3, start_period="30s"
+        )
+        if spec.healthcheck
+        else None
+    )
+    return docker.Container(
+        spec.name,
+        name=spec.name,
+        image=image.name,
+        restart="unless-stopped",
+        envs=list(spec.env) or None,
+        uploads=uploads or None,
+        volumes=volumes or None,
+        ports=publish_both_families(spec.published) or None,
+        networks_advanced=networks_advanced,
+        healthcheck=healthcheck,
+        command=list(spec.command) if spec.command else None,
+        memory=spec.memory_mb,
+        log_driver="json-file",
+        log_opts=LOG_OPTS,
+        security_opts=["no-new-privileges:true"],
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[ready, image], delete_before_replace=True),
+    )

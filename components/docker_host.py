@@ -1,0 +1,123 @@
+"""Docker on the server: wait for cloud-init, an SSH Docker provider that verifies the host key,
+and the container networks."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_command as command
+import pulumi_docker as docker
+
+from core import layout
+from core.settings import StackSettings
+
+# `cloud-init status --wait` exits 2 for "done, with recoverable errors" (e.g. a deprecated key);
+# the machine is usable then, and the output is kept in the command's stdout for review.
+READINESS_SCRIPT = (
+    "set -u; cloud-init status --wait --long; rc=$?; "
+    'if [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ]; then echo "cloud-init failed ($rc)" >&2; exit "$rc"; fi; '
+    "docker info --format 'docker {{.ServerVersion}} ready'"
+)
+
+
+def ssh_options(host_public_key: str, private_key_file: str | None) -> list[str]:
+    """ssh flags for Docker's SSH connection helper: strict checking against exactly our host key.
+
+    KnownHostsCommand (OpenSSH >= 8.5) prints the one accepted key for the host (%H); the user's and
+    the global known_hosts are ignored so a stale entry from an earlier server cannot interfere.
+    """
+    key = " ".join(host_public_key.split()[:2])
+    options = [
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", f"KnownHostsCommand=/bin/echo %H {key}",
+        "-o", "ConnectTimeout=20",
+        "-o", "ServerAliveInterval=30",
+    ]  # fmt: skip
+    if private_key_file:
+        options += ["-o", "IdentitiesOnly=yes", "-i", private_key_file]
+    return options
+
+
+@dataclass
+class DockerHostArgs:
+    settings: StackSettings
+    ipv4_address: pulumi.Input[str]
+    host_public_key: pulumi.Input[str]
+    server_id: pulumi.Input[str]
+    private_key: pulumi.Input[str] | None = None
+
+
+class DockerHost(pulumi.ComponentResource):
+    """Everything Docker-side that the service components share."""
+
+    def __init__(self, name: str, args: DockerHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("torrust:index:DockerHost", name, None, opts)
+        settings = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.ready = command.remote.Command(
+            f"{name}-ready",
+            connection=command.remote.ConnectionArgs(
+                host=args.ipv4_address,
+                user=settings.ssh.user,
+                host_key=args.host_public_key,
+                private_key=args.private_key,
+                # A fresh server needs a few minutes before sshd answers.
+                dial_error_limit=60,
+                per_dial_timeout=20,
+            ),
+            create=READINESS_SCRIPT,
+            # A replaced server must be waited for again.
+            triggers=[args.server_id],
+            opts=child,
+        )
+
+        private_key_file = settings.ssh.private_key_file
+        self.provider = docker.Provider(
+            f"{name}-docker",
+            host=pulumi.Output.concat("ssh://", settings.ssh.user, "@", args.ipv4_address),
+            ssh_opts=pulumi.Output.from_input(args.host_public_key).apply(
+                lambda key: ssh_options(key, private_key_file)
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.ready]),
+        )
+
+        provider_opts = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[self.ready])
+        self.networks: dict[str, docker.Network] = {}
+        for spec in layout.NETWORKS:
+            ipam = [docker.NetworkIpamConfigArgs(subnet=spec.subnet)]
+            if spec.subnet6:
+                ipam.append(docker.NetworkIpamConfigArgs(subnet=spec.subnet6))
+            self.networks[spec.key] = docker.Network(
+                f"{name}-net-{spec.key}",
+                name=f"torrust-{spec.key}",
+                driver="bridge",
+                internal=spec.internal,
+                ipv6=spec.ipv6,
+                ipam_configs=ipam,
+                labels=[docker.NetworkLabelArgs(label="torrust.purpose", value=spec.purpose)],
+                opts=pulumi.ResourceOptions.merge(provider_opts, pulumi.ResourceOptions(delete_before_replace=True)),
+            )
+
+        self.register_outputs({"readiness": self.ready.stdout})
+
+
+def ssh_command(user: str, ipv4: str, host_public_key: str) -> str:
+    """An ssh command line that verifies the generated host key, for the sshCommand output."""
+    key = " ".join(host_public_key.split()[:2])
+    return " ".join(
+        [
+            "ssh",
+            "-o",
+            shlex.quote(f"KnownHostsCommand=/bin/echo %H {key}"),
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            f"{user}@{ipv4}",
+        ]
+    )

@@ -1,0 +1,118 @@
+"""The Hetzner Cloud server: SSH keys, firewall, generated host key, cloud-init, the server itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_hcloud as hcloud
+import pulumi_tls as tls
+
+from core import layout
+from core.rendering import render_cloud_init
+from core.settings import StackSettings
+
+ANY_IPV4 = "0.0.0.0/0"
+ANY_IPV6 = "::/0"
+
+
+@dataclass(frozen=True)
+class FirewallRule:
+    protocol: str
+    port: str
+    sources: tuple[str, ...]
+    description: str
+
+
+def firewall_rules(settings: StackSettings) -> list[FirewallRule]:
+    """The complete public surface, IPv4 and IPv6 alike; nothing else is reachable."""
+    everyone = (ANY_IPV4, ANY_IPV6)
+    rules = [
+        FirewallRule("tcp", str(layout.SSH_PORT), tuple(settings.ssh.allowed_cidrs), "SSH from operator CIDRs"),
+        FirewallRule("tcp", str(layout.HTTP_PORT), everyone, "nginx: ACME HTTP-01 and redirects"),
+        FirewallRule("tcp", str(layout.HTTPS_PORT), everyone, "Pingoo: tracker API and HTTP trackers"),
+        FirewallRule("tcp", str(layout.GRAFANA_TLS_PORT), everyone, "nginx: Grafana"),
+    ]
+    rules += [
+        FirewallRule("udp", str(port), everyone, f"UDP tracker {port}") for port in settings.tracker.udp_ports
+    ]
+    return rules
+
+
+@dataclass
+class HostArgs:
+    settings: StackSettings
+
+
+class Host(pulumi.ComponentResource):
+    """One server with a firewall attached and a host key Pulumi knows before the first SSH."""
+
+    ipv4_address: pulumi.Output[str]
+    ipv6_address: pulumi.Output[str]
+    host_public_key: pulumi.Output[str]
+
+    def __init__(self, name: str, args: HostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("torrust:index:Host", name, None, opts)
+        settings = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        labels = {"app": "torrust-tracker", "stack": settings.stack, "managed-by": "pulumi"}
+
+        self.ssh_keys = [
+            hcloud.SshKey(
+                f"{name}-ssh-key-{index}",
+                name=f"{settings.server_name}-operator-{index}",
+                public_key=key,
+                labels=labels,
+                opts=child,
+            )
+            for index, key in enumerate(settings.ssh.public_keys)
+        ]
+
+        self.firewall = hcloud.Firewall(
+            f"{name}-firewall",
+            name=f"{settings.server_name}-firewall",
+            labels=labels,
+            rules=[
+                hcloud.FirewallRuleArgs(
+                    direction="in",
+                    protocol=rule.protocol,
+                    port=rule.port,
+                    source_ips=list(rule.sources),
+                    description=rule.description,
+                )
+                for rule in firewall_rules(settings)
+            ],
+            opts=child,
+        )
+
+        # The server's SSH host key, generated here so that the readiness step and the Docker
+        # provider verify it on first contact (no trust-on-first-use).
+        self.host_key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
+        user_data = pulumi.Output.secret(
+            pulumi.Output.all(self.host_key.private_key_openssh, self.host_key.public_key_openssh).apply(
+                lambda keys: render_cloud_init(settings, keys[0], keys[1])
+            )
+        )
+
+        self.server = hcloud.Server(
+            f"{name}-server",
+            name=settings.server_name,
+            server_type=settings.server.type,
+            image=settings.server.image,
+            location=settings.server.location,
+            ssh_keys=[key.id for key in self.ssh_keys],
+            firewall_ids=[self.firewall.id.apply(int)],
+            user_data=user_data,
+            labels=labels,
+            public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
+            shutdown_before_deletion=True,
+            opts=child,
+        )
+
+        self.ipv4_address = self.server.ipv4_address
+        self.ipv6_address = self.server.ipv6_address
+        self.host_public_key = self.host_key.public_key_openssh
+        self.user_data = user_data
+        self.register_outputs(
+            {"ipv4Address": self.ipv4_address, "ipv6Address": self.ipv6_address, "serverId": self.server.id}
+        )

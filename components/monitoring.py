@@ -1,0 +1,98 @@
+"""Prometheus (scrapes the tracker's stats and metrics) and Grafana (dashboards, behind nginx)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+
+from components.containers import ContainerSpec, create_service_container
+from core import layout
+from core.rendering import grafana_static_files, render_grafana_datasource, render_prometheus
+from core.settings import StackSettings
+
+PROMETHEUS_RETENTION = "30d"
+
+
+def grafana_root_url(settings: StackSettings) -> str:
+    return f"https://{settings.domains.grafana}:{layout.GRAFANA_TLS_PORT}/"
+
+
+def grafana_env(settings: StackSettings, admin_password: pulumi.Input[str]) -> list[pulumi.Input[str]]:
+    root_url = grafana_root_url(settings)
+    return [
+        # Browsers reach Grafana on :3443, so links, redirects and the Live origin check need the port.
+        f"GF_SERVER_ROOT_URL={root_url}",
+        f"GF_SERVER_DOMAIN={settings.domains.grafana}",
+        f"GF_LIVE_ALLOWED_ORIGINS={root_url.rstrip('/')}",
+        "GF_SECURITY_ADMIN_USER=admin",
+        pulumi.Output.secret(pulumi.Output.concat("GF_SECURITY_ADMIN_PASSWORD=", admin_password)),
+        "GF_SECURITY_COOKIE_SECURE=true",
+        "GF_SECURITY_COOKIE_SAMESITE=lax",
+        "GF_SECURITY_DISABLE_GRAVATAR=true",
+        "GF_USERS_ALLOW_SIGN_UP=false",
+        "GF_AUTH_ANONYMOUS_ENABLED=false",
+        "GF_AUTH_ANONYMOUS_HIDE_VERSION=true",
+        "GF_ANALYTICS_REPORTING_ENABLED=false",
+        "GF_ANALYTICS_CHECK_FOR_UPDATES=false",
+        "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES=false",
+    ]
+
+
+@dataclass
+class MonitoringArgs:
+    settings: StackSettings
+    networks: Mapping[str, docker.Network]
+    ready: pulumi.Resource
+    admin_token: pulumi.Input[str]
+    grafana_admin_password: pulumi.Input[str]
+
+
+class Monitoring(pulumi.ComponentResource):
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("torrust:index:Monitoring", name, None, opts)
+        settings = args.settings
+        # The scrape config carries the admin token (?token=): the whole file is a secret.
+        self.prometheus_config = pulumi.Output.secret(
+            pulumi.Output.from_input(args.admin_token).apply(lambda token: render_prometheus(settings, token))
+        )
+        self.prometheus = create_service_container(
+            ContainerSpec(
+                name=layout.PROMETHEUS,
+                image=settings.images.prometheus,
+                memory_mb=768,
+                uploads={layout.PROMETHEUS_CONFIG_FILE: self.prometheus_config},
+                volumes={layout.PROMETHEUS_DATA_DIR: "/prometheus"},
+                command=[
+                    f"--config.file={layout.PROMETHEUS_CONFIG_FILE}",
+                    "--storage.tsdb.path=/prometheus",
+                    f"--storage.tsdb.retention.time={PROMETHEUS_RETENTION}",
+                ],
+                healthcheck=["CMD", "wget", "-q", "--spider", f"http://127.0.0.1:{layout.PROMETHEUS_PORT}/-/healthy"],
+            ),
+            args.networks,
+            args.ready,
+            self,
+        )
+
+        self.grafana_files = {
+            layout.GRAFANA_DATASOURCE_FILE: render_grafana_datasource(settings),
+            **grafana_static_files(),
+        }
+        self.grafana = create_service_container(
+            ContainerSpec(
+                name=layout.GRAFANA,
+                image=settings.images.grafana,
+                memory_mb=512,
+                env=grafana_env(settings, args.grafana_admin_password),
+                uploads=self.grafana_files,
+                volumes={layout.GRAFANA_DATA_DIR: "/var/lib/grafana"},
+                healthcheck=["CMD", "wget", "-q", "--spider", f"http://127.0.0.1:{layout.GRAFANA_PORT}/api/health"],
+            ),
+            args.networks,
+            args.ready,
+            self,
+        )
+        self.register_outputs({"prometheus": self.prometheus.name, "grafana": self.grafana.name})

@@ -1,0 +1,48 @@
+"""Pingoo on 443: TLS (TLS-ALPN-01 certificates) for the tracker API, the HTTP trackers and the
+Grafana name, routed by host."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+
+from components.containers import ContainerSpec, PublishedPort, create_service_container
+from core import layout
+from core.rendering import render_pingoo
+from core.settings import StackSettings
+
+
+@dataclass
+class PingooArgs:
+    settings: StackSettings
+    networks: Mapping[str, docker.Network]
+    ready: pulumi.Resource
+
+
+class PingooEdge(pulumi.ComponentResource):
+    def __init__(self, name: str, args: PingooArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("torrust:index:PingooEdge", name, None, opts)
+        settings = args.settings
+        self.config_text = render_pingoo(settings)
+        self.container = create_service_container(
+            ContainerSpec(
+                name=layout.PINGOO,
+                image=settings.images.pingoo,
+                memory_mb=256,
+                env=["PINGOO_LOG=info"],
+                uploads={layout.PINGOO_CONFIG_FILE: self.config_text},
+                # acme.json (ACME account), <domain>.pem/.key: keep across container re-creation,
+                # or every replacement orders new certificates (Let's Encrypt rate limits).
+                volumes={layout.PINGOO_TLS_DIR: layout.PINGOO_TLS_MOUNT},
+                published=[PublishedPort(layout.HTTPS_PORT)],
+                # The image is FROM scratch: no shell, no client, so no health check is possible.
+                healthcheck=None,
+            ),
+            args.networks,
+            args.ready,
+            self,
+        )
+        self.register_outputs({"container": self.container.name})

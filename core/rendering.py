@@ -1,0 +1,226 @@
+"""Pure rendering: settings (and, where needed, secret values) in, file text out.
+
+Nothing here touches Pulumi, so every template is testable on its own and the offline plan writes
+exactly these strings. Templates use StrictUndefined: a missing variable is an error, not "".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from core import layout
+from core.settings import DOCKER_CE_IMAGE, StackSettings
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+_ENV = Environment(
+    loader=FileSystemLoader(str(TEMPLATES_DIR)),
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+)
+
+
+def render_template(name: str, **context: object) -> str:
+    return _ENV.get_template(name).render(**context)
+
+
+@dataclass(frozen=True)
+class PingooService:
+    name: str
+    host: str
+    upstream: str
+    comment: str
+
+
+def pingoo_services(settings: StackSettings) -> list[PingooService]:
+    """Host-routed services on Pingoo's 443 listener, in routing order."""
+    domains = settings.domains
+    services = [
+        PingooService(
+            "tracker_api",
+            domains.tracker_api,
+            f"http://{layout.TRACKER_BACKEND_IP}:{layout.TRACKER_API_PORT}",
+            "Tracker REST API",
+        )
+    ]
+    for index, host in enumerate(domains.http_trackers):
+        services.append(
+            PingooService(
+                f"http_tracker_{index + 1}",
+                host,
+                f"http://{layout.TRACKER_BACKEND_IP}:{layout.http_tracker_port(index)}",
+                f"HTTP tracker {index + 1}",
+            )
+        )
+    services.append(
+        PingooService(
+            "grafana_redirect",
+            domains.grafana,
+            f"http://{layout.NGINX_EDGE_IP}:{layout.NGINX_REDIRECT_PORT}",
+            f"Grafana name on 443: nginx redirects to :{layout.GRAFANA_TLS_PORT}",
+        )
+    )
+    return services
+
+
+def acme_directory(settings: StackSettings) -> str:
+    return layout.LETSENCRYPT_STAGING if settings.acme.staging else layout.LETSENCRYPT_PRODUCTION
+
+
+def image_version(image: str) -> str:
+    """The tag of an image reference (for comments), or its digest when it has no tag."""
+    name = image.split("@")[0]
+    tail = name.rsplit("/", 1)[-1]
+    return tail.split(":", 1)[1] if ":" in tail else image.split("@")[-1]
+
+
+def render_pingoo(settings: StackSettings) -> str:
+    return render_template(
+        "pingoo/pingoo.yml.j2",
+        stack=settings.stack,
+        pingoo_version=image_version(settings.images.pingoo),
+        https_port=layout.HTTPS_PORT,
+        directory_url=acme_directory(settings),
+        services=pingoo_services(settings),
+    )
+
+
+def render_nginx_redirector(settings: StackSettings) -> str:
+    return render_template(
+        "nginx/redirector.conf.j2",
+        stack=settings.stack,
+        http_port=layout.HTTP_PORT,
+        webroot=layout.NGINX_WEBROOT,
+        grafana_host=settings.domains.grafana,
+        grafana_tls_port=layout.GRAFANA_TLS_PORT,
+        redirect_port=layout.NGINX_REDIRECT_PORT,
+    )
+
+
+def render_nginx_grafana(settings: StackSettings) -> str:
+    return render_template(
+        "nginx/grafana.conf.j2",
+        stack=settings.stack,
+        grafana_host=settings.domains.grafana,
+        grafana_tls_port=layout.GRAFANA_TLS_PORT,
+        grafana_upstream=f"{layout.GRAFANA_BACKEND_IP}:{layout.GRAFANA_PORT}",
+        cert_dir=f"/etc/letsencrypt/live/{layout.GRAFANA_CERT_NAME}",
+    )
+
+
+def render_tracker_toml(settings: StackSettings) -> str:
+    tracker = settings.tracker
+    return render_template(
+        "tracker/tracker.toml.j2",
+        stack=settings.stack,
+        log_level=tracker.log_level,
+        private=tracker.private,
+        announce_interval=tracker.announce_interval,
+        database_driver=tracker.database,
+        database_path=layout.TRACKER_DATABASE_PATH,
+        udp_ports=tracker.udp_ports,
+        http_ports=[layout.http_tracker_port(i) for i in range(len(settings.domains.http_trackers))],
+        api_port=layout.TRACKER_API_PORT,
+        health_port=layout.TRACKER_HEALTH_PORT,
+    )
+
+
+SCRAPE_INTERVAL = "15s"
+PROMETHEUS_JOBS = (
+    {"name": "tracker_stats", "path": "/api/v1/stats"},
+    {"name": "tracker_metrics", "path": "/api/v1/metrics"},
+)
+
+
+def render_prometheus(settings: StackSettings, admin_token: str) -> str:
+    """prometheus.yml carries the admin token (the tracker API takes it as ?token=)."""
+    return render_template(
+        "prometheus/prometheus.yml.j2",
+        stack=settings.stack,
+        scrape_interval=SCRAPE_INTERVAL,
+        jobs=PROMETHEUS_JOBS,
+        token=admin_token,
+        target=f"{layout.TRACKER}:{layout.TRACKER_API_PORT}",
+    )
+
+
+def render_grafana_datasource(settings: StackSettings) -> str:
+    return render_template(
+        "grafana/provisioning/datasources/prometheus.yaml.j2",
+        stack=settings.stack,
+        uid=layout.GRAFANA_DATASOURCE_UID,
+        url=f"http://{layout.PROMETHEUS}:{layout.PROMETHEUS_PORT}",
+        scrape_interval=SCRAPE_INTERVAL,
+    )
+
+
+def grafana_static_files() -> dict[str, str]:
+    """Dashboard provider and dashboards: static files, container path -> content."""
+    files = {
+        layout.GRAFANA_DASHBOARD_PROVIDER_FILE: (
+            TEMPLATES_DIR / "grafana/provisioning/dashboards/torrust.yaml"
+        ).read_text(),
+    }
+    for path in sorted((TEMPLATES_DIR / "grafana/dashboards").glob("*.json")):
+        files[f"{layout.GRAFANA_DASHBOARDS_DIR}/{path.name}"] = path.read_text()
+    return files
+
+
+@dataclass(frozen=True)
+class HostDirectory:
+    path: str
+    owner: int
+    group: int
+    mode: str
+
+
+def host_directories() -> list[HostDirectory]:
+    """Data directories with the owners the images need (created by cloud-init)."""
+    return [
+        HostDirectory(layout.DATA_ROOT, 0, 0, "0755"),
+        HostDirectory(layout.PINGOO_TLS_DIR.rsplit("/", 1)[0], 0, 0, "0700"),
+        HostDirectory(layout.PINGOO_TLS_DIR, 0, 0, "0700"),
+        HostDirectory(layout.LETSENCRYPT_DIR, 0, 0, "0700"),
+        HostDirectory(layout.TRACKER_LIB_DIR.rsplit("/", 1)[0], layout.TRACKER_UID, layout.TRACKER_UID, "0750"),
+        HostDirectory(layout.TRACKER_LIB_DIR, layout.TRACKER_UID, layout.TRACKER_UID, "0750"),
+        HostDirectory(f"{layout.TRACKER_LIB_DIR}/database", layout.TRACKER_UID, layout.TRACKER_UID, "0750"),
+        HostDirectory(layout.TRACKER_LOG_DIR, layout.TRACKER_UID, layout.TRACKER_UID, "0750"),
+        HostDirectory(layout.GRAFANA_DATA_DIR, layout.GRAFANA_UID, 0, "0750"),
+        HostDirectory(layout.PROMETHEUS_DATA_DIR, layout.PROMETHEUS_UID, layout.PROMETHEUS_UID, "0750"),
+        HostDirectory(layout.BACKUP_DIR, 0, 0, "0700"),
+    ]
+
+
+DOCKER_DAEMON = {
+    # Log rotation for every container; the containers also set it explicitly so that the
+    # daemon default never shows up as a diff (kreuzwerker/terraform-provider-docker#473).
+    "log-driver": "json-file",
+    "log-opts": {"max-size": "10m", "max-file": "5"},
+    # Publish ports on IPv6 too (needs Docker >= 27 for a non-experimental ip6tables).
+    "ip6tables": True,
+    "live-restore": True,
+}
+
+# Conntrack table size for UDP tracker load; the demo tracker ran 1M at ~3k req/s.
+CONNTRACK_MAX = 1048576
+
+
+def render_cloud_init(settings: StackSettings, host_key_private: str, host_key_public: str) -> str:
+    return render_template(
+        "cloud-init/user-data.yaml.j2",
+        stack=settings.stack,
+        host_key_private=host_key_private.strip(),
+        host_key_public=host_key_public.strip(),
+        upgrade_packages=True,
+        install_docker=settings.server.image != DOCKER_CE_IMAGE,
+        docker_daemon_json=json.dumps(DOCKER_DAEMON, sort_keys=True),
+        conntrack_max=CONNTRACK_MAX,
+        directories=host_directories(),
+    )

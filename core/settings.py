@@ -1,0 +1,371 @@
+"""Stack configuration: one pydantic model, validated before any resource is created.
+
+The structured keys live under the project namespace (``torrust-hybrid-tls:<key>``) and are read
+with ``pulumi.Config().get_object``. Every error names the key path and the ``pulumi config set``
+command that fixes it, because the person reading it is an operator at a terminal, not a developer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+PROJECT = "torrust-hybrid-tls"
+
+# Top-level structured keys, in the order the README documents them.
+STRUCTURED_KEYS = ("server", "ssh", "domains", "acme", "tracker", "images")
+SECRET_KEYS = ("trackerAdminToken", "grafanaAdminPassword")
+
+# Hetzner Cloud locations (https://docs.hetzner.cloud/#locations). A typo here would only fail
+# half-way through `pulumi up`, so it is checked up front.
+HETZNER_LOCATIONS = ("fsn1", "nbg1", "hel1", "ash", "hil", "sin")
+
+# Ports the edge owns on the host; a UDP tracker may not take them, nor may the internal HTTP ports.
+RESERVED_TCP_PORTS = (22, 80, 443, 3443)
+
+_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# registry[:port]/path[:tag][@sha256:digest]; the tag is mandatory unless a digest pins the image.
+_IMAGE_REF = re.compile(
+    r"^(?P<repo>[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_SSH_PUBLIC_KEY = re.compile(
+    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com"
+    r"|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( .*)?$"
+)
+_SERVER_TYPE = re.compile(r"^[a-z]{2,4}[0-9]{1,3}$")
+# The Hetzner docker-ce app image ships Docker; any other image gets Docker from the distribution.
+DOCKER_CE_IMAGE = "docker-ce"
+MUTABLE_TAGS = ("latest", "develop", "main", "master", "nightly", "edge")
+
+
+class ConfigError(Exception):
+    """Invalid stack configuration; the message is written for the operator."""
+
+
+def _fqdn(value: str) -> str:
+    if value != value.lower():
+        raise ValueError(f"'{value}' must be lowercase (Pingoo's ACME rejects upper case names)")
+    if "*" in value:
+        raise ValueError(f"'{value}' is a wildcard; Pingoo cannot obtain wildcard certificates")
+    if value.endswith("."):
+        raise ValueError(f"'{value}' must not end with a dot")
+    labels = value.split(".")
+    if len(labels) < 2 or len(value) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
+        raise ValueError(f"'{value}' is not a fully qualified domain name like 'api.example.com'")
+    if labels[-1].isdigit():
+        raise ValueError(f"'{value}' looks like an IP address; a DNS name is required")
+    return value
+
+
+Fqdn = Annotated[str, AfterValidator(_fqdn)]
+
+
+def _image_ref(value: str) -> str:
+    match = _IMAGE_REF.match(value)
+    if not match:
+        raise ValueError(f"'{value}' is not an image reference like 'grafana/grafana:12.4.2'")
+    if not match.group("tag") and not match.group("digest"):
+        raise ValueError(f"'{value}' has no tag or digest; pin a version such as '{value}:1.2.3'")
+    return value
+
+
+ImageRef = Annotated[str, AfterValidator(_image_ref)]
+
+
+def _cidr(value: str) -> str:
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"'{value}' is not a CIDR such as '198.51.100.0/24' ({exc})") from None
+    return str(network)
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True, str_strip_whitespace=True
+    )
+
+
+class ServerSettings(_Model):
+    type: str = "cx23"
+    location: str = "nbg1"
+    image: str = DOCKER_CE_IMAGE
+    name: str | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        if not _SERVER_TYPE.match(value):
+            raise ValueError(f"'{value}' is not a Hetzner server type such as 'cx23' or 'cpx22'")
+        return value
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, value: str) -> str:
+        if value not in HETZNER_LOCATIONS:
+            raise ValueError(f"'{value}' is not a Hetzner location; use one of {', '.join(HETZNER_LOCATIONS)}")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if value.isdigit():
+            # Numeric image IDs cause a replacement on every `up` (pulumi-hcloud#174).
+            raise ValueError("use an image name such as 'docker-ce' or 'ubuntu-24.04', not a numeric ID")
+        if value != DOCKER_CE_IMAGE and not value.startswith(("ubuntu-", "debian-")):
+            raise ValueError(f"'{value}' is not supported; use 'docker-ce', 'ubuntu-24.04' or 'debian-12'")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not _DNS_LABEL.match(value):
+            raise ValueError(f"'{value}' is not a valid server name (lowercase letters, digits, '-')")
+        return value
+
+
+class SshSettings(_Model):
+    public_keys: list[str] = Field(min_length=1)
+    allowed_cidrs: list[Cidr] = Field(min_length=1)
+    # Optional path of the private key on the operator's machine; without it the ssh-agent is used.
+    private_key_file: str | None = None
+    user: Literal["root"] = "root"
+
+    @field_validator("public_keys")
+    @classmethod
+    def _keys(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _SSH_PUBLIC_KEY.match(value):
+                raise ValueError(f"'{value[:40]}…' is not an OpenSSH public key ('ssh-ed25519 AAAA… comment')")
+        if len(set(values)) != len(values):
+            raise ValueError("the same public key is listed twice")
+        return values
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _unique_cidrs(cls, values: list[str]) -> list[str]:
+        if len(set(values)) != len(values):
+            raise ValueError("the same CIDR is listed twice")
+        return values
+
+
+class DomainSettings(_Model):
+    tracker_api: Fqdn
+    http_trackers: list[Fqdn] = Field(min_length=1, max_length=8)
+    grafana: Fqdn
+    udp_tracker: Fqdn | None = None
+
+    @model_validator(mode="after")
+    def _distinct(self) -> DomainSettings:
+        names = [self.tracker_api, *self.http_trackers, self.grafana]
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise ValueError(
+                    f"'{name}' is used twice; the API, each HTTP tracker and Grafana need their own names "
+                    "because Pingoo routes by host name"
+                )
+            seen.add(name)
+        return self
+
+    @property
+    def pingoo_names(self) -> list[str]:
+        """Names Pingoo serves on 443 (and so obtains certificates for), in routing order."""
+        return [self.tracker_api, *self.http_trackers, self.grafana]
+
+
+class AcmeSettings(_Model):
+    email: str
+    staging: bool = True
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if not _EMAIL.match(value):
+            raise ValueError(f"'{value}' is not an e-mail address")
+        return value
+
+
+class TrackerSettings(_Model):
+    private: bool = False
+    udp_ports: list[int] = Field(default_factory=lambda: [6969], min_length=1, max_length=8)
+    database: Literal["sqlite3"] = "sqlite3"
+    announce_interval: int = Field(default=300, ge=60, le=7200)
+    log_level: Literal["error", "warn", "info", "debug", "trace"] = "info"
+
+    @field_validator("udp_ports")
+    @classmethod
+    def _ports(cls, values: list[int]) -> list[int]:
+        for port in values:
+            if not 1024 <= port <= 65535:
+                raise ValueError(f"UDP port {port} is out of range; use 1024-65535")
+        if len(set(values)) != len(values):
+            raise ValueError("a UDP port is listed twice")
+        return values
+
+
+class ImageSettings(_Model):
+    pingoo: ImageRef = "pingooio/pingoo:0.14.7"
+    nginx_certbot: ImageRef = "jonasal/nginx-certbot:6.2.0-nginx1.31.2"
+    tracker: ImageRef = "torrust/tracker:develop"
+    prometheus: ImageRef = "prom/prometheus:v3.11.2"
+    grafana: ImageRef = "grafana/grafana:12.4.2"
+
+    def mutable(self) -> list[str]:
+        """Images pinned by a tag that upstream moves (no digest): worth a warning, not an error."""
+        result = []
+        for value in self.model_dump().values():
+            match = _IMAGE_REF.match(value)
+            if match and not match.group("digest") and match.group("tag") in MUTABLE_TAGS:
+                result.append(value)
+        return result
+
+
+class StackSettings(_Model):
+    """Everything the program needs except secrets (which stay Pulumi Outputs)."""
+
+    stack: str
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    ssh: SshSettings
+    domains: DomainSettings
+    acme: AcmeSettings
+    tracker: TrackerSettings = Field(default_factory=TrackerSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
+
+    @property
+    def server_name(self) -> str:
+        return self.server.name or f"torrust-{self.stack}".lower().replace("_", "-")
+
+
+# Example values used in the "how to fix" line of each error, keyed by top-level key.
+_FIX_EXAMPLES: dict[str, str] = {
+    "server.type": "pulumi config set --path 'server.type' cx23",
+    "server.location": "pulumi config set --path 'server.location' nbg1",
+    "server.image": "pulumi config set --path 'server.image' docker-ce",
+    "server.name": "pulumi config set --path 'server.name' torrust-prod",
+    "ssh": "pulumi config set --path 'ssh.publicKeys[0]' \"$(cat ~/.ssh/id_ed25519.pub)\"",
+    "ssh.publicKeys": "pulumi config set --path 'ssh.publicKeys[0]' \"$(cat ~/.ssh/id_ed25519.pub)\"",
+    "ssh.allowedCidrs": "pulumi config set --path 'ssh.allowedCidrs[0]' 198.51.100.7/32",
+    "ssh.privateKeyFile": "pulumi config set --path 'ssh.privateKeyFile' ~/.ssh/id_ed25519",
+    "ssh.user": "pulumi config rm --path 'ssh.user'",
+    "domains": "pulumi config set --path 'domains.trackerApi' api.example.com",
+    "domains.trackerApi": "pulumi config set --path 'domains.trackerApi' api.example.com",
+    "domains.httpTrackers": "pulumi config set --path 'domains.httpTrackers[0]' http1.example.com",
+    "domains.grafana": "pulumi config set --path 'domains.grafana' grafana.example.com",
+    "domains.udpTracker": "pulumi config set --path 'domains.udpTracker' udp1.example.com",
+    "acme": "pulumi config set --path 'acme.email' admin@example.com",
+    "acme.email": "pulumi config set --path 'acme.email' admin@example.com",
+    "acme.staging": "pulumi config set --path 'acme.staging' true",
+    "tracker.private": "pulumi config set --path 'tracker.private' false",
+    "tracker.udpPorts": "pulumi config set --path 'tracker.udpPorts[0]' 6969",
+    "tracker.database": "pulumi config set --path 'tracker.database' sqlite3",
+    "tracker.announceInterval": "pulumi config set --path 'tracker.announceInterval' 300",
+    "tracker.logLevel": "pulumi config set --path 'tracker.logLevel' info",
+    "images": "pulumi config set --path 'images.tracker' torrust/tracker:develop",
+}
+
+
+def _fix_for(path: str) -> str:
+    candidates = [key for key in _FIX_EXAMPLES if path == key or path.startswith(key + ".")]
+    if candidates:
+        return _FIX_EXAMPLES[max(candidates, key=len)]
+    top = path.split(".")[0].split("[")[0]
+    if top in _FIX_EXAMPLES:
+        return _FIX_EXAMPLES[top]
+    if path.startswith("images."):
+        return f"pulumi config set --path '{path}' <repository>:<version>"
+    return f"pulumi config set --path '{path}' <value>   (or remove it: pulumi config rm --path '{path}')"
+
+
+def _key_path(loc: tuple[str | int, ...]) -> str:
+    # pydantic reports locations by alias, so the parts already are the camelCase config keys.
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else ("." if path else "") + part
+    return path
+
+
+def _format_errors(error: ValidationError) -> str:
+    lines = ["Invalid stack configuration:"]
+    for item in error.errors():
+        loc = tuple(part for part in item["loc"] if part != "stack")
+        path = _key_path(loc)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            message = "is required but not set"
+        elif item["type"] == "extra_forbidden":
+            message = "is not a known setting (typo?)"
+        index_free = re.sub(r"\[\d+\]$", "", path)
+        fix = _fix_for(index_free)
+        if item["type"] == "extra_forbidden":
+            fix = f"pulumi config rm --path '{path}'"
+        lines.append(f"  - {PROJECT}:{path}: {message}\n      fix: {fix}")
+    return "\n".join(lines)
+
+
+ConfigReader = Callable[[str], Any]
+
+
+def load_settings(stack: str, read_object: ConfigReader) -> StackSettings:
+    """Build StackSettings from the structured config keys; raise ConfigError for the operator.
+
+    ``read_object(key)`` returns the parsed value of ``<project>:<key>`` or None when unset
+    (``pulumi.Config().get_object`` in the program, a dict lookup in tests and the offline plan).
+    """
+    raw: dict[str, Any] = {"stack": stack}
+    problems: list[str] = []
+    for key in STRUCTURED_KEYS:
+        try:
+            value = read_object(key)
+        except Exception as exc:  # pulumi raises ConfigTypeError for a non-object value
+            problems.append(
+                f"  - {PROJECT}:{key}: must be a structured value ({exc})\n"
+                f"      fix: {_fix_for(key)}"
+            )
+            continue
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            problems.append(
+                f"  - {PROJECT}:{key}: must be an object with named settings, got {type(value).__name__}\n"
+                f"      fix: {_fix_for(key)}"
+            )
+            continue
+        raw[key] = dict(value)
+    if problems:
+        raise ConfigError("Invalid stack configuration:\n" + "\n".join(problems))
+    try:
+        return StackSettings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+
+
+def check_secret_value(key: str, value: str | None, *, min_length: int) -> str | None:
+    """Validate a secret's plaintext without ever putting it in the message."""
+    fix = f"pulumi config set --secret {key} \"$(openssl rand -hex 24)\""
+    if value is None:
+        return f"  - {PROJECT}:{key}: is required but not set\n      fix: {fix}"
+    if len(value) < min_length:
+        return f"  - {PROJECT}:{key}: is too short (at least {min_length} characters)\n      fix: {fix}"
+    if any(ch.isspace() for ch in value) or not value.isprintable():
+        return f"  - {PROJECT}:{key}: must not contain whitespace or control characters\n      fix: {fix}"
+    return None

@@ -1,0 +1,469 @@
+"""Static checks for our Grafana dashboards and the dashboard provider.
+
+The dashboards are provisioned from files, so Grafana only reports problems in its logs at
+runtime. These tests catch the usual mistakes early: a v2-schema export (rejected by file
+provisioning in Grafana 13), a wrong datasource uid, duplicate panel ids, panels wider than
+the grid, queries without a job selector and metric names that the tracker does not export.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DASHBOARDS_DIR = REPO_ROOT / "templates" / "grafana" / "dashboards"
+PROVIDER_FILE = REPO_ROOT / "templates" / "grafana" / "provisioning" / "dashboards" / "torrust.yaml"
+
+# Folder the deployment uploads the dashboard JSON files to on the Grafana container.
+GRAFANA_DASHBOARDS_PATH = "/etc/grafana/dashboards/torrust"
+DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
+GRID_WIDTH = 24
+
+EXPECTED: dict[str, tuple[str, str]] = {
+    "tracker-overview.json": ("torrust-tracker-overview", "Torrust Tracker - Overview"),
+    "tracker-protocols.json": ("torrust-tracker-protocols", "Torrust Tracker - Protocols"),
+}
+
+# Keys of the Grafana 12/13 v2 dashboard schema (and of exported "for sharing" dashboards).
+FORBIDDEN_TOP_LEVEL_KEYS = frozenset(
+    {"elements", "layout", "apiVersion", "kind", "spec", "__inputs", "__requires"}
+)
+
+# Metric names exported by the tracker, per Prometheus job (see prometheus.yml).
+# tracker_stats: /api/v1/stats?format=prometheus
+#   (torrust-tracker packages/axum-rest-tracker-api-server/src/v1/context/stats/responses.rs)
+# tracker_metrics: /api/v1/metrics?format=prometheus
+#   (torrust-tracker packages/{udp-tracker-server,http-tracker-core,swarm-coordination-registry,
+#    tracker-core}/src/statistics/mod.rs)
+METRICS_BY_JOB: dict[str, frozenset[str]] = {
+    "tracker_stats": frozenset(
+        {
+            "torrents",
+            "seeders",
+            "completed",
+            "leechers",
+            "tcp4_connections_handled",
+            "tcp4_announces_handled",
+            "tcp4_scrapes_handled",
+            "tcp6_connections_handled",
+            "tcp6_announces_handled",
+            "tcp6_scrapes_handled",
+            "udp_requests_aborted",
+            "udp_requests_banned",
+            "udp_banned_ips_total",
+            "udp_avg_connect_processing_time_ns",
+            "udp_avg_announce_processing_time_ns",
+            "udp_avg_scrape_processing_time_ns",
+            "udp4_requests",
+            "udp4_connections_handled",
+            "udp4_announces_handled",
+            "udp4_scrapes_handled",
+            "udp4_responses",
+            "udp4_errors_handled",
+            "udp6_requests",
+            "udp6_connections_handled",
+            "udp6_announces_handled",
+            "udp6_scrapes_handled",
+            "udp6_responses",
+            "udp6_errors_handled",
+        }
+    ),
+    "tracker_metrics": frozenset(
+        {
+            "swarm_coordination_registry_torrents_total",
+            "swarm_coordination_registry_torrents_added_total",
+            "swarm_coordination_registry_torrents_removed_total",
+            "swarm_coordination_registry_torrents_downloads_total",
+            "swarm_coordination_registry_peer_connections_total",
+            "swarm_coordination_registry_peers_added_total",
+            "swarm_coordination_registry_peers_removed_total",
+            "swarm_coordination_registry_peers_updated_total",
+            "tracker_core_persistent_torrents_downloads_total",
+            "http_tracker_core_requests_received_total",
+            "udp_tracker_core_requests_received_total",
+            "udp_tracker_server_requests_aborted_total",
+            "udp_tracker_server_requests_banned_total",
+            "udp_tracker_server_ips_banned_total",
+            "udp_tracker_server_connection_id_errors_total",
+            "udp_tracker_server_requests_received_total",
+            "udp_tracker_server_requests_accepted_total",
+            "udp_tracker_server_responses_sent_total",
+            "udp_tracker_server_errors_total",
+            "udp_tracker_server_performance_avg_processing_time_ns",
+        }
+    ),
+}
+ALL_METRICS = frozenset().union(*METRICS_BY_JOB.values())
+
+# A vector selector with a label matcher block: metric{...}.
+SELECTOR_RE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}")
+JOB_RE = re.compile(r'\bjob\s*=\s*"([^"]*)"')
+IDENT_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+
+Dashboard = dict[str, Any]
+Panel = dict[str, Any]
+
+
+def load_dashboard(name: str) -> Dashboard:
+    data = json.loads((DASHBOARDS_DIR / name).read_text(encoding="utf-8"))
+    assert isinstance(data, dict), f"{name}: top level must be a JSON object"
+    return data
+
+
+def iter_panels(panels: list[Panel]) -> Iterator[Panel]:
+    """Yield every panel, including the ones nested in (collapsed) rows."""
+    for panel in panels:
+        yield panel
+        yield from iter_panels(panel.get("panels", []))
+
+
+def expr_problems(expr: str) -> list[str]:
+    """Return what is wrong with a PromQL expression (empty list when it is fine)."""
+    problems: list[str] = []
+    selectors = SELECTOR_RE.findall(expr)
+    if not selectors:
+        problems.append(f"no metric{{...}} selector in {expr!r}")
+    for metric, matchers in selectors:
+        jobs = JOB_RE.findall(matchers)
+        if len(jobs) != 1 or jobs[0] not in METRICS_BY_JOB:
+            problems.append(f'{metric}: selector needs job="tracker_stats" or job="tracker_metrics"')
+        elif metric not in METRICS_BY_JOB[jobs[0]]:
+            problems.append(f"{metric}: not exported by job {jobs[0]!r}")
+    # A known metric used without a selector would silently match both jobs (or none).
+    for match in IDENT_RE.finditer(expr):
+        if match.group(0) in ALL_METRICS and not expr[match.end() :].lstrip().startswith("{"):
+            problems.append(f"{match.group(0)}: used without a {{job=...}} selector")
+    return problems
+
+
+def dashboard_problems(dashboard: Dashboard) -> list[str]:
+    """Validate a classic (schemaVersion) dashboard; return a list of problems."""
+    problems: list[str] = []
+    forbidden = FORBIDDEN_TOP_LEVEL_KEYS & dashboard.keys()
+    if forbidden:
+        problems.append(f"v2/export keys present: {sorted(forbidden)}")
+    schema_version = dashboard.get("schemaVersion")
+    if not isinstance(schema_version, int) or isinstance(schema_version, bool) or schema_version < 36:
+        problems.append(f"schemaVersion must be an int >= 36, got {schema_version!r}")
+    if dashboard.get("id") is not None:
+        problems.append("id must be null for provisioned dashboards")
+    panels = dashboard.get("panels")
+    if not isinstance(panels, list) or not panels:
+        return [*problems, "panels must be a non-empty list"]
+
+    seen_ids: set[int] = set()
+    for panel in iter_panels(panels):
+        label = f"panel {panel.get('id')!r} {panel.get('title')!r}"
+        panel_id = panel.get("id")
+        if not isinstance(panel_id, int):
+            problems.append(f"{label}: id must be an int")
+        elif panel_id in seen_ids:
+            problems.append(f"{label}: duplicate panel id")
+        else:
+            seen_ids.add(panel_id)
+        if panel.get("datasource") != DATASOURCE:
+            problems.append(f"{label}: datasource must be {DATASOURCE}, got {panel.get('datasource')!r}")
+        grid = panel.get("gridPos", {})
+        x, w, h = grid.get("x"), grid.get("w"), grid.get("h")
+        if not all(isinstance(v, int) for v in (x, w, h, grid.get("y"))):
+            problems.append(f"{label}: gridPos needs integer x, y, w, h")
+        elif x < 0 or w <= 0 or h <= 0 or x + w > GRID_WIDTH:
+            problems.append(f"{label}: gridPos {grid} does not fit the {GRID_WIDTH}-column grid")
+        if panel.get("type") == "row":
+            continue
+        if not panel.get("description"):
+            problems.append(f"{label}: missing description")
+        if not panel.get("fieldConfig", {}).get("defaults", {}).get("unit"):
+            problems.append(f"{label}: missing fieldConfig.defaults.unit")
+        targets = panel.get("targets")
+        if not isinstance(targets, list) or not targets:
+            problems.append(f"{label}: no targets")
+            continue
+        ref_ids: set[str] = set()
+        for target in targets:
+            ref_id = target.get("refId")
+            if not isinstance(ref_id, str) or not ref_id:
+                problems.append(f"{label}: target without refId")
+            elif ref_id in ref_ids:
+                problems.append(f"{label}: duplicate refId {ref_id!r}")
+            else:
+                ref_ids.add(ref_id)
+            if target.get("datasource") != DATASOURCE:
+                problems.append(f"{label} target {ref_id!r}: datasource must be {DATASOURCE}")
+            expr = target.get("expr")
+            if not isinstance(expr, str) or not expr.strip():
+                problems.append(f"{label} target {ref_id!r}: empty expr")
+            else:
+                problems.extend(f"{label} target {ref_id!r}: {p}" for p in expr_problems(expr))
+    return problems
+
+
+def overlapping_panels(dashboard: Dashboard) -> list[tuple[int, int]]:
+    """Pairs of top-level panel ids whose grid rectangles overlap."""
+    boxes = [(p["id"], p["gridPos"]) for p in dashboard["panels"]]
+    pairs: list[tuple[int, int]] = []
+    for i, (id_a, a) in enumerate(boxes):
+        for id_b, b in boxes[i + 1 :]:
+            if (
+                a["x"] < b["x"] + b["w"]
+                and b["x"] < a["x"] + a["w"]
+                and a["y"] < b["y"] + b["h"]
+                and b["y"] < a["y"] + a["h"]
+            ):
+                pairs.append((id_a, id_b))
+    return pairs
+
+
+def all_exprs(dashboard: Dashboard) -> str:
+    """Every target expression of a dashboard, joined with spaces."""
+    return " ".join(t["expr"] for p in iter_panels(dashboard["panels"]) for t in p.get("targets", []))
+
+
+def first_target_panel(dashboard: Dashboard) -> Panel:
+    return next(p for p in iter_panels(dashboard["panels"]) if p.get("targets"))
+
+
+@pytest.fixture(params=sorted(EXPECTED))
+def dashboard_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def dashboard(dashboard_name: str) -> Dashboard:
+    return load_dashboard(dashboard_name)
+
+
+# --- the committed files -------------------------------------------------------------------------
+
+
+def test_dashboard_directory_holds_exactly_our_json_files() -> None:
+    files = sorted(p.name for p in DASHBOARDS_DIR.iterdir() if p.is_file())
+    assert files == sorted(EXPECTED)
+    assert all(name.endswith(".json") for name in files)
+
+
+def test_dashboard_is_valid_json(dashboard_name: str) -> None:
+    json.loads((DASHBOARDS_DIR / dashboard_name).read_text(encoding="utf-8"))
+
+
+def test_dashboard_passes_validation(dashboard: Dashboard) -> None:
+    assert dashboard_problems(dashboard) == []
+
+
+def test_dashboard_identity(dashboard_name: str, dashboard: Dashboard) -> None:
+    uid, title = EXPECTED[dashboard_name]
+    assert dashboard["uid"] == uid
+    assert dashboard["title"] == title
+    assert dashboard["tags"] == ["torrust"]
+    assert dashboard["schemaVersion"] == 39
+    assert dashboard["refresh"] == "30s"
+    assert set(dashboard["time"]) == {"from", "to"}
+
+
+def test_dashboard_is_classic_schema(dashboard: Dashboard) -> None:
+    assert isinstance(dashboard["schemaVersion"], int)
+    assert dashboard["schemaVersion"] >= 36
+    assert isinstance(dashboard["panels"], list)
+    assert not FORBIDDEN_TOP_LEVEL_KEYS & dashboard.keys()
+    assert dashboard["id"] is None
+
+
+def test_dashboard_panels_do_not_overlap(dashboard: Dashboard) -> None:
+    assert overlapping_panels(dashboard) == []
+
+
+def test_dashboards_use_both_prometheus_jobs(dashboard: Dashboard) -> None:
+    exprs = all_exprs(dashboard)
+    assert 'job="tracker_stats"' in exprs
+    assert 'job="tracker_metrics"' in exprs
+
+
+def test_dashboard_uids_are_unique() -> None:
+    uids = [load_dashboard(name)["uid"] for name in EXPECTED]
+    assert len(uids) == len(set(uids))
+
+
+def test_template_variables_used_in_queries_are_defined(dashboard: Dashboard) -> None:
+    defined = {v["name"] for v in dashboard.get("templating", {}).get("list", [])}
+    used: set[str] = set()
+    for panel in iter_panels(dashboard["panels"]):
+        for target in panel.get("targets", []):
+            used.update(re.findall(r"\$([a-zA-Z_][a-zA-Z0-9_]*)", target["expr"]))
+    builtin = {name for name in used if name.startswith("__")}
+    assert used - builtin <= defined
+
+
+def test_overview_covers_swarm_and_request_rates() -> None:
+    overview = load_dashboard("tracker-overview.json")
+    exprs = all_exprs(overview)
+    for metric in (
+        "torrents",
+        "seeders",
+        "leechers",
+        "completed",
+        "swarm_coordination_registry_peer_connections_total",
+    ):
+        assert re.search(rf"\b{metric}\{{", exprs), metric
+    assert 'request_kind="announce"' in exprs
+    assert 'request_kind="scrape"' in exprs
+    types = {(p["type"], p["title"]) for p in iter_panels(overview["panels"])}
+    assert ("stat", "Completed downloads") in types
+    assert ("timeseries", "Completed downloads") in types
+
+
+def test_protocols_covers_udp_http_ipv4_ipv6() -> None:
+    exprs = all_exprs(load_dashboard("tracker-protocols.json"))
+    for metric in (
+        "udp4_announces_handled",
+        "udp6_announces_handled",
+        "tcp4_announces_handled",
+        "tcp6_announces_handled",
+        "udp4_scrapes_handled",
+        "udp6_scrapes_handled",
+        "udp4_connections_handled",
+        "udp_tracker_server_errors_total",
+        "udp_tracker_server_requests_banned_total",
+        "udp_tracker_server_ips_banned_total",
+        "udp_tracker_server_performance_avg_processing_time_ns",
+        "udp_tracker_server_responses_sent_total",
+        "http_tracker_core_requests_received_total",
+    ):
+        assert re.search(rf"\b{metric}\{{", exprs), metric
+
+
+# --- the validator itself: it must reject broken dashboards --------------------------------------
+
+
+def test_validator_rejects_wrong_panel_datasource_uid(dashboard: Dashboard) -> None:
+    broken = copy.deepcopy(dashboard)
+    first_target_panel(broken)["datasource"] = {"type": "prometheus", "uid": "ce6lwx047kutca"}
+    assert any("datasource must be" in p for p in dashboard_problems(broken))
+
+
+def test_validator_rejects_wrong_target_datasource_uid(dashboard: Dashboard) -> None:
+    broken = copy.deepcopy(dashboard)
+    first_target_panel(broken)["targets"][0]["datasource"] = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+    assert any("datasource must be" in p for p in dashboard_problems(broken))
+
+
+def test_validator_rejects_duplicate_panel_id(dashboard: Dashboard) -> None:
+    broken = copy.deepcopy(dashboard)
+    broken["panels"][1]["id"] = broken["panels"][0]["id"]
+    assert any("duplicate panel id" in p for p in dashboard_problems(broken))
+
+
+def test_validator_sees_panels_nested_in_collapsed_rows(dashboard: Dashboard) -> None:
+    broken = copy.deepcopy(dashboard)
+    nested = copy.deepcopy(first_target_panel(broken))
+    nested["id"] = 10_000
+    nested["datasource"] = {"type": "prometheus", "uid": "other"}
+    broken["panels"].append(
+        {
+            "id": 10_001,
+            "type": "row",
+            "title": "collapsed",
+            "collapsed": True,
+            "datasource": DATASOURCE,
+            "gridPos": {"h": 1, "w": 24, "x": 0, "y": 1000},
+            "panels": [nested],
+        }
+    )
+    assert any("panel 10000" in p and "datasource" in p for p in dashboard_problems(broken))
+
+
+def test_validator_rejects_duplicate_ref_id(dashboard: Dashboard) -> None:
+    broken = copy.deepcopy(dashboard)
+    panel = first_target_panel(broken)
+    panel["targets"].append(copy.deepcopy(panel["targets"][0]))
+    assert any("duplicate refId" in p for p in dashboard_problems(broken))
+
+
+def test_validator_rejects_too_wide_panel(dashboard: Dashboard) -> None:
+    broken = copy.deepcopy(dashboard)
+    broken["panels"][-1]["gridPos"]["x"] = 20
+    broken["panels"][-1]["gridPos"]["w"] = 12
+    assert any("does not fit" in p for p in dashboard_problems(broken))
+
+
+def test_validator_rejects_empty_expr(dashboard: Dashboard) -> None:
+    broken = copy.deepcopy(dashboard)
+    first_target_panel(broken)["targets"][0]["expr"] = "  "
+    assert any("empty expr" in p for p in dashboard_problems(broken))
+
+
+@pytest.mark.parametrize("key", sorted(FORBIDDEN_TOP_LEVEL_KEYS))
+def test_validator_rejects_v2_and_export_keys(key: str) -> None:
+    broken = load_dashboard("tracker-overview.json")
+    broken[key] = {}
+    assert any("v2/export keys" in p for p in dashboard_problems(broken))
+
+
+def test_validator_rejects_string_schema_version() -> None:
+    broken = load_dashboard("tracker-overview.json")
+    broken["schemaVersion"] = "39"
+    assert any("schemaVersion" in p for p in dashboard_problems(broken))
+
+
+@pytest.mark.parametrize(
+    ("expr", "fragment"),
+    [
+        ("rate(udp4_announces_handled[5m])", "without a {job=...} selector"),
+        ('torrents{instance="tracker:1212"}', "needs job="),
+        ('torrents{job="prometheus"}', "needs job="),
+        ('torrents{job="tracker_metrics"}', "not exported by job"),
+        ('swarm_coordination_registry_torrents_total{job="tracker_stats"}', "not exported by job"),
+        ('udp_tracker_server_typo_total{job="tracker_metrics"}', "not exported by job"),
+        ("vector(1)", "no metric{...} selector"),
+    ],
+)
+def test_expr_problems_catches_bad_queries(expr: str, fragment: str) -> None:
+    assert any(fragment in p for p in expr_problems(expr)), expr_problems(expr)
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        'torrents{job="tracker_stats"}',
+        'seeders{job="tracker_stats"} + leechers{job="tracker_stats"}',
+        'sum by (peer_role) (swarm_coordination_registry_peer_connections_total{job="tracker_metrics"})',
+        'sum(rate(udp_tracker_server_requests_accepted_total{job="tracker_metrics",request_kind="scrape"}[1m]))'
+        ' / sum(rate(udp_tracker_server_requests_received_total{job="tracker_metrics"}[5m]))',
+    ],
+)
+def test_expr_problems_accepts_good_queries(expr: str) -> None:
+    assert expr_problems(expr) == []
+
+
+# --- dashboard provider ----------------------------------------------------------------------------
+
+
+def test_provider_yaml() -> None:
+    data = yaml.safe_load(PROVIDER_FILE.read_text(encoding="utf-8"))
+    assert data["apiVersion"] == 1
+    providers = data["providers"]
+    assert isinstance(providers, list)
+    assert len(providers) == 1
+    provider = providers[0]
+    assert provider["name"] == "Torrust"
+    assert provider["folder"] == "Torrust Tracker"
+    assert provider["type"] == "file"
+    assert provider["disableDeletion"] is True
+    assert provider["allowUiUpdates"] is False
+    assert provider["updateIntervalSeconds"] == 60
+    assert provider["options"]["path"] == GRAFANA_DASHBOARDS_PATH
+    assert provider["options"]["foldersFromFilesStructure"] is False
+
+
+def test_provider_file_is_plain_yaml_without_templating() -> None:
+    text = PROVIDER_FILE.read_text(encoding="utf-8")
+    assert "{{" not in text
+    assert "{%" not in text

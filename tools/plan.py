@@ -1,0 +1,182 @@
+"""Offline plan: `make plan STACK=<stack>`.
+
+Runs the program under mocks with Pulumi.<stack>.yaml (secure values replaced by placeholders), no
+Pulumi CLI, no cloud, no Docker, and writes build/plan/<stack>/:
+  plan.json                       resources in registration order with inputs and options, outputs
+  files/<resource>/<path>         every file uploaded into a container
+  cloud-init.yaml                 the server's user data
+Secret values appear as "[secret]" in plan.json; files only ever contain placeholders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.settings import PROJECT, SECRET_KEYS
+from tools.mocks import Registration, masked, reveal
+from tools.program import REPO_ROOT, ProgramRun, run_program
+
+PLACEHOLDER = "<plan-placeholder:{key}>"
+
+
+class PlanError(Exception):
+    pass
+
+
+def placeholder(key: str) -> str:
+    return PLACEHOLDER.format(key=key.split(":")[-1])
+
+
+def _replace_secure(key: str, value: Any, secret_keys: list[str], full_key: str) -> Any:
+    if isinstance(value, dict) and set(value) == {"secure"}:
+        if full_key not in secret_keys:
+            secret_keys.append(full_key)
+        return placeholder(key)
+    if isinstance(value, dict):
+        return {k: _replace_secure(k, v, secret_keys, full_key) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_secure(key, v, secret_keys, full_key) for v in value]
+    return value
+
+
+def load_stack_config(stack_file: Path) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Config map, secret keys, and notes about placeholders the plan had to add."""
+    if not stack_file.is_file():
+        raise PlanError(f"{stack_file} does not exist; create it with `pulumi stack init` and `pulumi config set`")
+    document = yaml.safe_load(stack_file.read_text()) or {}
+    raw = document.get("config") or {}
+    if not isinstance(raw, dict):
+        raise PlanError(f"{stack_file}: `config:` must be a mapping")
+    secret_keys: list[str] = []
+    config: dict[str, Any] = {}
+    for key, value in raw.items():
+        config[key] = _replace_secure(key, value, secret_keys, key)
+    notes = []
+    for key in SECRET_KEYS:
+        full_key = f"{PROJECT}:{key}"
+        if full_key not in config:
+            config[full_key] = placeholder(key)
+            secret_keys.append(full_key)
+            notes.append(f"{full_key} is not set in {stack_file.name}: the plan uses a placeholder")
+    return config, secret_keys, notes
+
+
+def resource_record(registration: Registration) -> dict[str, Any]:
+    return {
+        "urn": registration.urn,
+        "type": registration.type,
+        "name": registration.name,
+        "parent": registration.parent,
+        "inputs": masked(registration.inputs),
+        "options": registration.options,
+    }
+
+
+def uploaded_files(registrations: list[Registration]) -> dict[str, dict[str, str]]:
+    """resource name -> {path inside the container: content} for every container upload."""
+    files: dict[str, dict[str, str]] = {}
+    for registration in registrations:
+        if registration.type != "docker:index/container:Container":
+            continue
+        for upload in reveal(registration.inputs.get("uploads") or []):
+            files.setdefault(registration.name, {})[upload["file"]] = upload.get("content", "")
+    return files
+
+
+def cloud_init(registrations: list[Registration]) -> str:
+    servers = [r for r in registrations if r.type == "hcloud:index/server:Server"]
+    if len(servers) != 1:
+        raise PlanError(f"expected one server, found {len(servers)}")
+    user_data: str = reveal(servers[0].inputs.get("userData", ""))
+    return user_data
+
+
+def write_plan(stack: str, run: ProgramRun, out_dir: Path) -> dict[str, Any]:
+    registrations = run.monitor.registrations
+    plan = {
+        "stack": stack,
+        "project": PROJECT,
+        "resources": [resource_record(r) for r in registrations],
+        "outputs": masked(run.outputs),
+    }
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    (out_dir / "plan.json").write_text(json.dumps(plan, indent=2, sort_keys=False) + "\n")
+    for resource, files in uploaded_files(registrations).items():
+        for path, content in files.items():
+            target = out_dir / "files" / resource / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+    (out_dir / "cloud-init.yaml").write_text(cloud_init(registrations))
+    return plan
+
+
+def resource_tree(plan: dict[str, Any]) -> list[str]:
+    children: dict[str, list[dict[str, Any]]] = {}
+    for resource in plan["resources"]:
+        children.setdefault(resource["parent"], []).append(resource)
+    top_parents = [p for p in children if not any(r["urn"] == p for r in plan["resources"])]
+    lines: list[str] = []
+
+    def walk(parent: str, depth: int) -> None:
+        for resource in children.get(parent, []):
+            flags = [name for name in ("protect", "deleteBeforeReplace") if resource["options"].get(name)]
+            suffix = f"  [{', '.join(flags)}]" if flags else ""
+            lines.append(f"{'  ' * depth}{resource['type']}  {resource['name']}{suffix}")
+            walk(resource["urn"], depth + 1)
+
+    for parent in top_parents:
+        walk(parent, 0)
+    return lines
+
+
+def summary(plan: dict[str, Any], out_dir: Path) -> str:
+    lines = [f"Plan for stack '{plan['stack']}': {len(plan['resources'])} resources -> {out_dir}", ""]
+    lines += resource_tree(plan)
+    lines += ["", "Endpoints:"]
+    endpoints = plan["outputs"].get("endpoints", {})
+    lines.append(json.dumps(endpoints, indent=2))
+    lines += ["", "DNS records to create:"]
+    for record in plan["outputs"].get("dnsRecords", []):
+        lines.append(f"  {record['name']:<40} {record['type']:<5} {record['value']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stack", default="dev")
+    parser.add_argument("--stack-file", type=Path, help="default: Pulumi.<stack>.yaml in the repository")
+    parser.add_argument("--out", type=Path, help="default: build/plan/<stack>")
+    args = parser.parse_args(argv)
+    stack_file = args.stack_file or REPO_ROOT / f"Pulumi.{args.stack}.yaml"
+    out_dir = args.out or REPO_ROOT / "build" / "plan" / args.stack
+    try:
+        config, secret_keys, notes = load_stack_config(stack_file)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        run = run_program(args.stack, config, secret_keys)
+        plan = write_plan(args.stack, run, out_dir)
+    except PlanError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # the program's own RunError carries the operator-facing message
+        if type(error).__name__ == "RunError":
+            print(str(error), file=sys.stderr)
+            return 2
+        raise
+    print(summary(plan, out_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
