@@ -46,7 +46,9 @@ def publish_both_families(ports: Sequence[PublishedPort]) -> list[docker.Contain
     for port in ports:
         for ip in ("0.0.0.0", "::"):
             result.append(
-                docker.ContainerPortArgs(internal=port.port, external=port.port, protocol=port.protocol, ip=ip)
+                docker.ContainerPortArgs(
+                    internal=port.port, external=port.port, protocol=port.protocol, ip=ip
+                )
             )
     return result
 

@@ -100,7 +100,9 @@ class DockerHost(pulumi.ComponentResource):
                 ipv6=spec.ipv6,
                 ipam_configs=ipam,
                 labels=[docker.NetworkLabelArgs(label="torrust.purpose", value=spec.purpose)],
-                opts=pulumi.ResourceOptions.merge(provider_opts, pulumi.ResourceOptions(delete_before_replace=True)),
+                opts=pulumi.ResourceOptions.merge(
+                    provider_opts, pulumi.ResourceOptions(delete_before_replace=True)
+                ),
             )
 
         self.register_outputs({"readiness": self.ready.stdout})

@@ -28,7 +28,9 @@ def firewall_rules(settings: StackSettings) -> list[FirewallRule]:
     """The complete public surface, IPv4 and IPv6 alike; nothing else is reachable."""
     everyone = (ANY_IPV4, ANY_IPV6)
     rules = [
-        FirewallRule("tcp", str(layout.SSH_PORT), tuple(settings.ssh.allowed_cidrs), "SSH from operator CIDRs"),
+        FirewallRule(
+            "tcp", str(layout.SSH_PORT), tuple(settings.ssh.allowed_cidrs), "SSH from operator CIDRs"
+        ),
         FirewallRule("tcp", str(layout.HTTP_PORT), everyone, "nginx: ACME HTTP-01 and redirects"),
         FirewallRule("tcp", str(layout.HTTPS_PORT), everyone, "Pingoo: tracker API and HTTP trackers"),
         FirewallRule("tcp", str(layout.GRAFANA_TLS_PORT), everyone, "nginx: Grafana"),
@@ -88,7 +90,7 @@ class Host(pulumi.ComponentResource):
         # The server's SSH host key, generated here so that the readiness step and the Docker
         # provider verify it on first contact (no trust-on-first-use).
         self.host_key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
-        user_data = pulumi.Output.secret(
+        user_data: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.all(self.host_key.private_key_openssh, self.host_key.public_key_openssh).apply(
                 lambda keys: render_cloud_init(settings, keys[0], keys[1])
             )

@@ -55,7 +55,7 @@ class Monitoring(pulumi.ComponentResource):
         super().__init__("torrust:index:Monitoring", name, None, opts)
         settings = args.settings
         # The scrape config carries the admin token (?token=): the whole file is a secret.
-        self.prometheus_config = pulumi.Output.secret(
+        self.prometheus_config: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.from_input(args.admin_token).apply(lambda token: render_prometheus(settings, token))
         )
         self.prometheus = create_service_container(
@@ -70,7 +70,13 @@ class Monitoring(pulumi.ComponentResource):
                     "--storage.tsdb.path=/prometheus",
                     f"--storage.tsdb.retention.time={PROMETHEUS_RETENTION}",
                 ],
-                healthcheck=["CMD", "wget", "-q", "--spider", f"http://127.0.0.1:{layout.PROMETHEUS_PORT}/-/healthy"],
+                healthcheck=[
+                    "CMD",
+                    "wget",
+                    "-q",
+                    "--spider",
+                    f"http://127.0.0.1:{layout.PROMETHEUS_PORT}/-/healthy",
+                ],
             ),
             args.networks,
             args.ready,
@@ -89,7 +95,13 @@ class Monitoring(pulumi.ComponentResource):
                 env=grafana_env(settings, args.grafana_admin_password),
                 uploads=self.grafana_files,
                 volumes={layout.GRAFANA_DATA_DIR: "/var/lib/grafana"},
-                healthcheck=["CMD", "wget", "-q", "--spider", f"http://127.0.0.1:{layout.GRAFANA_PORT}/api/health"],
+                healthcheck=[
+                    "CMD",
+                    "wget",
+                    "-q",
+                    "--spider",
+                    f"http://127.0.0.1:{layout.GRAFANA_PORT}/api/health",
+                ],
             ),
             args.networks,
             args.ready,

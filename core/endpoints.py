@@ -47,7 +47,10 @@ def backup_paths() -> list[dict[str, str]]:
         {"path": f"{layout.PINGOO_TLS_DIR}/acme.json", "what": "Pingoo ACME account key (per directory URL)"},
         {"path": f"{layout.PINGOO_TLS_DIR}/*.pem", "what": "Pingoo certificate chains"},
         {"path": f"{layout.PINGOO_TLS_DIR}/*.key", "what": "Pingoo certificate private keys"},
-        {"path": f"container:{layout.PINGOO}:{layout.PINGOO_CONFIG_FILE}", "what": "Pingoo config (re-rendered by Pulumi)"},
+        {
+            "path": f"container:{layout.PINGOO}:{layout.PINGOO_CONFIG_FILE}",
+            "what": "Pingoo config (re-rendered by Pulumi)",
+        },
         {"path": layout.LETSENCRYPT_DIR, "what": "certbot accounts, certificates and renewal config"},
         {"path": layout.TRACKER_DATABASE_FILE, "what": "tracker SQLite database (copy with sqlite3 .backup)"},
         {"path": layout.GRAFANA_DATA_DIR, "what": "Grafana database (users, preferences)"},

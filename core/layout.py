@@ -84,7 +84,9 @@ class NetworkSpec:
 # tracker demo's 2026-03-09 post-mortem). The backend networks are internal: no egress, and only the
 # containers that must talk share one.
 NETWORKS: tuple[NetworkSpec, ...] = (
-    NetworkSpec("edge", False, True, "172.30.0.0/24", "fd00:7472:6b00::/64", "Pingoo + nginx: public ports, ACME"),
+    NetworkSpec(
+        "edge", False, True, "172.30.0.0/24", "fd00:7472:6b00::/64", "Pingoo + nginx: public ports, ACME"
+    ),
     NetworkSpec("udp", False, True, "172.30.1.0/24", "fd00:7472:6b01::/64", "tracker: public UDP ports"),
     NetworkSpec("tracker-backend", True, False, "172.30.2.0/24", None, "Pingoo -> tracker API/HTTP"),
     NetworkSpec("grafana-backend", True, False, "172.30.3.0/24", None, "nginx -> Grafana"),

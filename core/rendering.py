@@ -188,7 +188,9 @@ def host_directories() -> list[HostDirectory]:
         HostDirectory(layout.PINGOO_TLS_DIR.rsplit("/", 1)[0], 0, 0, "0700"),
         HostDirectory(layout.PINGOO_TLS_DIR, 0, 0, "0700"),
         HostDirectory(layout.LETSENCRYPT_DIR, 0, 0, "0700"),
-        HostDirectory(layout.TRACKER_LIB_DIR.rsplit("/", 1)[0], layout.TRACKER_UID, layout.TRACKER_UID, "0750"),
+        HostDirectory(
+            layout.TRACKER_LIB_DIR.rsplit("/", 1)[0], layout.TRACKER_UID, layout.TRACKER_UID, "0750"
+        ),
         HostDirectory(layout.TRACKER_LIB_DIR, layout.TRACKER_UID, layout.TRACKER_UID, "0750"),
         HostDirectory(f"{layout.TRACKER_LIB_DIR}/database", layout.TRACKER_UID, layout.TRACKER_UID, "0750"),
         HostDirectory(layout.TRACKER_LOG_DIR, layout.TRACKER_UID, layout.TRACKER_UID, "0750"),

@@ -101,7 +101,11 @@ Cidr = Annotated[str, AfterValidator(_cidr)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True, str_strip_whitespace=True
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        str_strip_whitespace=True,
     )
 
 
@@ -122,7 +126,9 @@ class ServerSettings(_Model):
     @classmethod
     def _location(cls, value: str) -> str:
         if value not in HETZNER_LOCATIONS:
-            raise ValueError(f"'{value}' is not a Hetzner location; use one of {', '.join(HETZNER_LOCATIONS)}")
+            raise ValueError(
+                f"'{value}' is not a Hetzner location; use one of {', '.join(HETZNER_LOCATIONS)}"
+            )
         return value
 
     @field_validator("image")
@@ -155,7 +161,9 @@ class SshSettings(_Model):
     def _keys(cls, values: list[str]) -> list[str]:
         for value in values:
             if not _SSH_PUBLIC_KEY.match(value):
-                raise ValueError(f"'{value[:40]}…' is not an OpenSSH public key ('ssh-ed25519 AAAA… comment')")
+                raise ValueError(
+                    f"'{value[:40]}…' is not an OpenSSH public key ('ssh-ed25519 AAAA… comment')"
+                )
         if len(set(values)) != len(values):
             raise ValueError("the same public key is listed twice")
         return values
@@ -280,19 +288,27 @@ _FIX_EXAMPLES: dict[str, str] = {
     "tracker.database": "pulumi config set --path 'tracker.database' sqlite3",
     "tracker.announceInterval": "pulumi config set --path 'tracker.announceInterval' 300",
     "tracker.logLevel": "pulumi config set --path 'tracker.logLevel' info",
-    "images": "pulumi config set --path 'images.tracker' torrust/tracker:develop",
+}
+
+_IMAGE_EXAMPLES = {
+    "pingoo": "pingooio/pingoo:0.14.7",
+    "nginxCertbot": "jonasal/nginx-certbot:6.2.0-nginx1.31.2",
+    "tracker": "torrust/tracker:develop",
+    "prometheus": "prom/prometheus:v3.11.2",
+    "grafana": "grafana/grafana:12.4.2",
 }
 
 
 def _fix_for(path: str) -> str:
+    if path.startswith("images."):
+        name = path.split(".", 1)[1]
+        return f"pulumi config set --path '{path}' {_IMAGE_EXAMPLES.get(name, '<repository>:<version>')}"
     candidates = [key for key in _FIX_EXAMPLES if path == key or path.startswith(key + ".")]
     if candidates:
         return _FIX_EXAMPLES[max(candidates, key=len)]
     top = path.split(".")[0].split("[")[0]
     if top in _FIX_EXAMPLES:
         return _FIX_EXAMPLES[top]
-    if path.startswith("images."):
-        return f"pulumi config set --path '{path}' <repository>:<version>"
     return f"pulumi config set --path '{path}' <value>   (or remove it: pulumi config rm --path '{path}')"
 
 
@@ -338,8 +354,7 @@ def load_settings(stack: str, read_object: ConfigReader) -> StackSettings:
             value = read_object(key)
         except Exception as exc:  # pulumi raises ConfigTypeError for a non-object value
             problems.append(
-                f"  - {PROJECT}:{key}: must be a structured value ({exc})\n"
-                f"      fix: {_fix_for(key)}"
+                f"  - {PROJECT}:{key}: must be a structured value ({exc})\n      fix: {_fix_for(key)}"
             )
             continue
         if value is None:
@@ -361,7 +376,7 @@ def load_settings(stack: str, read_object: ConfigReader) -> StackSettings:
 
 def check_secret_value(key: str, value: str | None, *, min_length: int) -> str | None:
     """Validate a secret's plaintext without ever putting it in the message."""
-    fix = f"pulumi config set --secret {key} \"$(openssl rand -hex 24)\""
+    fix = f'pulumi config set --secret {key} "$(openssl rand -hex 24)"'
     if value is None:
         return f"  - {PROJECT}:{key}: is required but not set\n      fix: {fix}"
     if len(value) < min_length:

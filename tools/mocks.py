@@ -60,7 +60,9 @@ class DeploymentMocks(pulumi.runtime.Mocks):
         elif args.typ == "command:remote:Command":
             outputs.update(stdout="docker 28.2.2 ready", stderr="")
         elif args.typ == "docker:index/remoteImage:RemoteImage":
-            outputs.update(imageId=f"sha256:{'0' * 64}", repoDigest=f"{args.inputs.get('name')}@sha256:{'0' * 64}")
+            outputs.update(
+                imageId=f"sha256:{'0' * 64}", repoDigest=f"{args.inputs.get('name')}@sha256:{'0' * 64}"
+            )
         elif args.typ == "random:index/randomPassword:RandomPassword":
             outputs.update(result="plan-placeholder-generated-password")
         return resource_id, outputs
@@ -123,7 +125,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.registrations: list[Registration] = []
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
-        response = super().RegisterResource(request)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
             self.registrations.append(
                 Registration(

@@ -50,7 +50,9 @@ def _replace_secure(key: str, value: Any, secret_keys: list[str], full_key: str)
 def load_stack_config(stack_file: Path) -> tuple[dict[str, Any], list[str], list[str]]:
     """Config map, secret keys, and notes about placeholders the plan had to add."""
     if not stack_file.is_file():
-        raise PlanError(f"{stack_file} does not exist; create it with `pulumi stack init` and `pulumi config set`")
+        raise PlanError(
+            f"{stack_file} does not exist; create it with `pulumi stack init` and `pulumi config set`"
+        )
     document = yaml.safe_load(stack_file.read_text()) or {}
     raw = document.get("config") or {}
     if not isinstance(raw, dict):
@@ -152,7 +154,9 @@ def summary(plan: dict[str, Any], out_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--stack", default="dev")
     parser.add_argument("--stack-file", type=Path, help="default: Pulumi.<stack>.yaml in the repository")
     parser.add_argument("--out", type=Path, help="default: build/plan/<stack>")

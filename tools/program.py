@@ -60,7 +60,7 @@ def run_program(stack: str, config: dict[str, Any], secret_keys: list[str]) -> P
     monitor = configure(stack, config, secret_keys)
     holder: dict[str, Any] = {}
 
-    @pulumi.runtime.test  # type: ignore[untyped-decorator]
+    @pulumi.runtime.test
     def execute() -> pulumi.Output[None]:
         outputs = run_main()
 

@@ -1,0 +1,67 @@
+"""Fixtures: a fresh event loop and a fresh run of __main__.py under mocks for every test."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from core.settings import PROJECT
+from tools.program import ProgramRun, run_program
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_STACK = yaml.safe_load((REPO_ROOT / "Pulumi.dev.yaml").read_text())["config"]
+
+TOKEN = "test-admin-token-0123456789abcdef"
+PASSWORD = "test-grafana-password-0123"
+
+
+def dev_config() -> dict[str, Any]:
+    """The example stack's structured config (a deep copy tests may change)."""
+    return {key.split(":", 1)[1]: copy.deepcopy(value) for key, value in DEV_STACK.items()}
+
+
+@pytest.fixture(autouse=True)
+def event_loop_per_test() -> Iterator[None]:
+    # One loop per test: nothing leaks between program runs (pulumi/pulumi#24338).
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
+Deploy = Callable[..., ProgramRun]
+
+
+@pytest.fixture
+def deploy() -> Deploy:
+    """Run the program once with the dev stack config, changed by `changes` (key -> value or None)."""
+
+    def run(
+        changes: dict[str, Any] | None = None,
+        secrets: dict[str, str] | None = None,
+        stack: str = "dev",
+    ) -> ProgramRun:
+        config = dev_config()
+        for key, value in (changes or {}).items():
+            if value is None:
+                config.pop(key, None)
+            else:
+                config[key] = value
+        secret_values = {"trackerAdminToken": TOKEN, "grafanaAdminPassword": PASSWORD}
+        secret_values.update(secrets or {})
+        flat: dict[str, Any] = {f"{PROJECT}:{key}": value for key, value in config.items()}
+        secret_keys = []
+        for key, value in secret_values.items():
+            if value is not None:
+                flat[f"{PROJECT}:{key}"] = value
+                secret_keys.append(f"{PROJECT}:{key}")
+        return run_program(stack, flat, secret_keys)
+
+    return run

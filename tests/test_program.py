@@ -1,0 +1,440 @@
+"""The whole program under mocks: every resource, the inputs that matter, options and outputs.
+
+Assertions read what the engine receives (RecordingMonitor), so a wrong port, a missing dependency
+or a leaked secret shows up here exactly as `pulumi up` would send it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from core import layout
+from tests.conftest import PASSWORD, TOKEN, Deploy
+from tools.mocks import EXAMPLE_HOST_PUBLIC_KEY, EXAMPLE_IPV4, EXAMPLE_IPV6, Registration, masked
+from tools.program import ProgramRun
+
+CONTAINER = "docker:index/container:Container"
+NETWORK = "docker:index/network:Network"
+SERVER = "hcloud:index/server:Server"
+FIREWALL = "hcloud:index/firewall:Firewall"
+EVERYONE = ["0.0.0.0/0", "::/0"]
+
+
+def container(run: ProgramRun, name: str) -> Registration:
+    return run.monitor.one(CONTAINER, name)
+
+
+def published(run: ProgramRun, name: str) -> set[tuple[int, int, str, str]]:
+    ports = container(run, name).inputs.get("ports") or []
+    return {(int(p["internal"]), int(p["external"]), p["protocol"], p["ip"]) for p in ports}
+
+
+def uploads(run: ProgramRun, name: str) -> dict[str, Any]:
+    return {u["file"]: u["content"] for u in container(run, name).inputs.get("uploads") or []}
+
+
+def envs(run: ProgramRun, name: str) -> list[Any]:
+    result: list[Any] = container(run, name).inputs.get("envs") or []
+    return result
+
+
+def network_names(run: ProgramRun, name: str) -> dict[str, str | None]:
+    return {n["name"]: n.get("ipv4Address") for n in container(run, name).inputs["networksAdvanced"]}
+
+
+def secret_value(value: Any) -> Any:
+    assert isinstance(value, dict) and "value" in value, f"expected a secret, got {value!r}"
+    return value["value"]
+
+
+def test_resource_inventory(deploy: Deploy) -> None:
+    run = deploy()
+    counts: dict[str, int] = {}
+    for registration in run.monitor.registrations:
+        counts[registration.type] = counts.get(registration.type, 0) + 1
+    assert counts == {
+        "torrust:index:Host": 1,
+        "hcloud:index/sshKey:SshKey": 1,
+        FIREWALL: 1,
+        "tls:index/privateKey:PrivateKey": 1,
+        SERVER: 1,
+        "torrust:index:DockerHost": 1,
+        "command:remote:Command": 1,
+        "pulumi:providers:docker": 1,
+        NETWORK: 6,
+        "torrust:index:PingooEdge": 1,
+        "torrust:index:NginxCertbot": 1,
+        "torrust:index:Tracker": 1,
+        "torrust:index:Monitoring": 1,
+        "docker:index/remoteImage:RemoteImage": 5,
+        CONTAINER: 5,
+    }
+    # Every non-component resource sits under a component (nothing at the stack root).
+    for registration in run.monitor.registrations:
+        if registration.custom:
+            assert registration.parent.split("::")[2].split("$")[-1].startswith("torrust:index:"), (
+                registration.urn
+            )
+
+
+def test_firewall_allows_exactly_the_public_surface(deploy: Deploy) -> None:
+    run = deploy()
+    rules = run.monitor.by_type(FIREWALL)[0].inputs["rules"]
+    seen = {(r["direction"], r["protocol"], r["port"], tuple(r["sourceIps"])) for r in rules}
+    assert seen == {
+        ("in", "tcp", "22", ("198.51.100.0/24", "2001:db8:1234::/48")),
+        ("in", "tcp", "80", tuple(EVERYONE)),
+        ("in", "tcp", "443", tuple(EVERYONE)),
+        ("in", "tcp", "3443", tuple(EVERYONE)),
+        ("in", "udp", "6969", tuple(EVERYONE)),
+    }
+    server = run.monitor.by_type(SERVER)[0]
+    firewall_id = run.monitor.resources[run.monitor.by_type(FIREWALL)[0].urn].id
+    assert server.inputs["firewallIds"] == [int(firewall_id)]
+
+
+def test_udp_ports_follow_config(deploy: Deploy) -> None:
+    run = deploy({"tracker": {"udpPorts": [6969, 6868]}})
+    rules = run.monitor.by_type(FIREWALL)[0].inputs["rules"]
+    assert {r["port"] for r in rules if r["protocol"] == "udp"} == {"6969", "6868"}
+    assert {(p[1], p[2]) for p in published(run, "tracker")} == {(6969, "udp"), (6868, "udp")}
+    toml = uploads(run, "tracker")[layout.TRACKER_CONFIG_FILE]
+    assert 'bind_address = "[::]:6868"' in toml and 'bind_address = "[::]:6969"' in toml
+
+
+def test_published_ports_per_container(deploy: Deploy) -> None:
+    run = deploy()
+    both = ("0.0.0.0", "::")
+    assert published(run, "pingoo") == {(443, 443, "tcp", ip) for ip in both}
+    assert published(run, "nginx-certbot") == {(p, p, "tcp", ip) for p in (80, 3443) for ip in both}
+    assert published(run, "tracker") == {(6969, 6969, "udp", ip) for ip in both}
+    # The API, health check, Prometheus and Grafana are never published.
+    assert published(run, "prometheus") == set()
+    assert published(run, "grafana") == set()
+
+
+def test_networks_isolate_backends(deploy: Deploy) -> None:
+    run = deploy()
+    networks = {r.inputs["name"]: r.inputs for r in run.monitor.by_type(NETWORK)}
+    assert {name: spec["internal"] for name, spec in networks.items()} == {
+        "torrust-edge": False,
+        "torrust-udp": False,
+        "torrust-tracker-backend": True,
+        "torrust-grafana-backend": True,
+        "torrust-metrics": True,
+        "torrust-dashboards": True,
+    }
+    assert networks["torrust-edge"]["ipv6"] is True and networks["torrust-udp"]["ipv6"] is True
+    assert network_names(run, "pingoo") == {
+        "torrust-edge": layout.PINGOO_EDGE_IP,
+        "torrust-tracker-backend": layout.PINGOO_BACKEND_IP,
+    }
+    assert network_names(run, "nginx-certbot") == {
+        "torrust-edge": layout.NGINX_EDGE_IP,
+        "torrust-grafana-backend": layout.NGINX_BACKEND_IP,
+    }
+    assert network_names(run, "tracker") == {
+        "torrust-udp": None,
+        "torrust-tracker-backend": layout.TRACKER_BACKEND_IP,
+        "torrust-metrics": None,
+    }
+    assert set(network_names(run, "grafana")) == {"torrust-grafana-backend", "torrust-dashboards"}
+    assert set(network_names(run, "prometheus")) == {"torrust-metrics", "torrust-dashboards"}
+    # Only edge containers share a network with the backends they proxy, and no backend has egress.
+    for backend in ("grafana", "prometheus"):
+        assert not set(network_names(run, backend)) & {"torrust-edge", "torrust-udp"}
+
+
+def test_fixed_upstream_addresses_are_inside_their_subnets(deploy: Deploy) -> None:
+    import ipaddress
+
+    run = deploy()
+    subnets = {r.inputs["name"]: r.inputs["ipamConfigs"][0]["subnet"] for r in run.monitor.by_type(NETWORK)}
+    for name in ("pingoo", "nginx-certbot", "tracker", "grafana", "prometheus"):
+        for network, address in network_names(run, name).items():
+            if address:
+                assert ipaddress.ip_address(address) in ipaddress.ip_network(subnets[network]), (
+                    name,
+                    network,
+                )
+
+
+def test_pingoo_upload_routes_every_name(deploy: Deploy) -> None:
+    import yaml
+
+    run = deploy()
+    files = uploads(run, "pingoo")
+    assert set(files) == {"/etc/pingoo/pingoo.yml"}
+    config = yaml.safe_load(files["/etc/pingoo/pingoo.yml"])
+    assert config["listeners"] == {
+        "https": {
+            "address": "https://0.0.0.0:443",
+            "services": ["tracker_api", "http_tracker_1", "grafana_redirect"],
+        }
+    }
+    assert config["tls"]["acme"]["domains"] == ["api.example.com", "http1.example.com", "grafana.example.com"]
+    assert config["tls"]["acme"]["directory_url"] == layout.LETSENCRYPT_STAGING
+    assert config["services"]["tracker_api"]["http_proxy"] == ["http://172.30.2.10:1212"]
+    assert config["services"]["http_tracker_1"]["http_proxy"] == ["http://172.30.2.10:7070"]
+    assert config["services"]["grafana_redirect"]["http_proxy"] == ["http://172.30.0.20:8080"]
+    assert container(run, "pingoo").inputs["volumes"] == [
+        {"hostPath": layout.PINGOO_TLS_DIR, "containerPath": "/etc/pingoo/tls"}
+    ]
+
+
+def test_production_acme_switches_both_edges(deploy: Deploy) -> None:
+    run = deploy({"acme": {"email": "admin@example.com", "staging": False}})
+    assert (
+        f"directory_url: {layout.LETSENCRYPT_PRODUCTION}" in uploads(run, "pingoo")["/etc/pingoo/pingoo.yml"]
+    )
+    assert "STAGING=0" in envs(run, "nginx-certbot")
+    staging = deploy()
+    assert "STAGING=1" in envs(staging, "nginx-certbot")
+    assert "CERTBOT_EMAIL=admin@example.com" in envs(staging, "nginx-certbot")
+
+
+def test_nginx_uploads_proxy_grafana_with_websockets(deploy: Deploy) -> None:
+    run = deploy()
+    files = uploads(run, "nginx-certbot")
+    assert set(files) == {layout.NGINX_REDIRECTOR_FILE, layout.NGINX_GRAFANA_FILE}
+    grafana = files[layout.NGINX_GRAFANA_FILE]
+    assert "listen 3443 ssl http2;" in grafana and "listen [::]:3443 ssl http2;" in grafana
+    assert "server_name grafana.example.com;" in grafana
+    assert "ssl_certificate_key /etc/letsencrypt/live/grafana/privkey.pem;" in grafana
+    assert "server 172.30.3.10:3000;" in grafana
+    live = grafana.split("location /api/live/ {", 1)[1].split("}", 1)[0]
+    assert "proxy_set_header Upgrade $http_upgrade;" in live
+    assert "proxy_set_header Connection $connection_upgrade;" in live
+    assert "proxy_http_version 1.1;" in live
+    assert "proxy_set_header Host $http_host;" in live
+    assert 'add_header Strict-Transport-Security "max-age=63072000" always;' in grafana
+    redirector = files[layout.NGINX_REDIRECTOR_FILE]
+    assert "return 308 https://grafana.example.com:3443$request_uri;" in redirector
+    assert "root /var/www/letsencrypt;" in redirector
+    assert container(run, "nginx-certbot").inputs["volumes"] == [
+        {"hostPath": layout.LETSENCRYPT_DIR, "containerPath": "/etc/letsencrypt"}
+    ]
+
+
+def test_tracker_container(deploy: Deploy) -> None:
+    run = deploy()
+    tracker = container(run, "tracker")
+    assert tracker.inputs["image"] == "torrust/tracker:develop"
+    env = envs(run, "tracker")
+    assert "USER_ID=1000" in env
+    assert "TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER=sqlite3" in env
+    assert f"TORRUST_TRACKER_CONFIG_TOML_PATH={layout.TRACKER_CONFIG_FILE}" in env
+    token_env = [e for e in env if isinstance(e, dict)]
+    assert len(token_env) == 1
+    assert (
+        secret_value(token_env[0])
+        == f"TORRUST_TRACKER_CONFIG_OVERRIDE_HTTP_API__ACCESS_TOKENS__ADMIN={TOKEN}"
+    )
+    assert tracker.inputs["volumes"] == [
+        {"hostPath": layout.TRACKER_LIB_DIR, "containerPath": "/var/lib/torrust/tracker"},
+        {"hostPath": layout.TRACKER_LOG_DIR, "containerPath": "/var/log/torrust/tracker"},
+    ]
+    assert tracker.inputs["healthcheck"]["tests"] == [
+        "CMD",
+        "/usr/bin/http_health_check",
+        "http://127.0.0.1:1313/health_check",
+    ]
+    toml = uploads(run, "tracker")[layout.TRACKER_CONFIG_FILE]
+    assert TOKEN not in toml and "on_reverse_proxy = true" in toml
+
+
+def test_monitoring_containers(deploy: Deploy) -> None:
+    run = deploy()
+    prometheus_config = uploads(run, "prometheus")[layout.PROMETHEUS_CONFIG_FILE]
+    # The scrape config carries the token, so the upload content is a secret.
+    assert TOKEN in secret_value(prometheus_config)
+    grafana_env = envs(run, "grafana")
+    assert "GF_SERVER_ROOT_URL=https://grafana.example.com:3443/" in grafana_env
+    assert "GF_SECURITY_COOKIE_SECURE=true" in grafana_env
+    assert [secret_value(e) for e in grafana_env if isinstance(e, dict)] == [
+        f"GF_SECURITY_ADMIN_PASSWORD={PASSWORD}"
+    ]
+    grafana_files = uploads(run, "grafana")
+    assert set(grafana_files) == {
+        layout.GRAFANA_DATASOURCE_FILE,
+        layout.GRAFANA_DASHBOARD_PROVIDER_FILE,
+        f"{layout.GRAFANA_DASHBOARDS_DIR}/tracker-overview.json",
+        f"{layout.GRAFANA_DASHBOARDS_DIR}/tracker-protocols.json",
+    }
+    assert container(run, "grafana").inputs["volumes"] == [
+        {"hostPath": layout.GRAFANA_DATA_DIR, "containerPath": "/var/lib/grafana"}
+    ]
+    assert container(run, "prometheus").inputs["volumes"] == [
+        {"hostPath": layout.PROMETHEUS_DATA_DIR, "containerPath": "/prometheus"}
+    ]
+
+
+@pytest.mark.parametrize("name", ["pingoo", "nginx-certbot", "tracker", "prometheus", "grafana"])
+def test_container_baseline(deploy: Deploy, name: str) -> None:
+    run = deploy()
+    registration = container(run, name)
+    inputs, options = registration.inputs, registration.options
+    assert inputs["name"] == name
+    assert inputs["restart"] == "unless-stopped"
+    assert inputs["logDriver"] == "json-file" and inputs["logOpts"] == {"max-size": "10m", "max-file": "5"}
+    assert inputs["securityOpts"] == ["no-new-privileges:true"]
+    assert inputs["memory"] > 0
+    # Fixed names and host ports: the old container must go before the new one starts.
+    assert options["deleteBeforeReplace"] is True
+    provider = run.monitor.by_type("pulumi:providers:docker")[0]
+    assert options["provider"] == provider.urn
+    ready = run.monitor.by_type("command:remote:Command")[0]
+    assert ready.urn in options["dependsOn"]
+
+
+def test_images_are_pinned_from_config(deploy: Deploy) -> None:
+    run = deploy({"images": {"grafana": "grafana/grafana:13.0.0", "tracker": "torrust/tracker:v4.0.0"}})
+    images = {r.name: r.inputs["name"] for r in run.monitor.by_type("docker:index/remoteImage:RemoteImage")}
+    assert images == {
+        "pingoo-image": "pingooio/pingoo:0.14.7",
+        "nginx-certbot-image": "jonasal/nginx-certbot:6.2.0-nginx1.31.2",
+        "tracker-image": "torrust/tracker:v4.0.0",
+        "prometheus-image": "prom/prometheus:v3.11.2",
+        "grafana-image": "grafana/grafana:13.0.0",
+    }
+    assert container(run, "grafana").inputs["image"] == "grafana/grafana:13.0.0"
+
+
+def test_server_and_cloud_init(deploy: Deploy) -> None:
+    import yaml
+
+    run = deploy()
+    server = run.monitor.by_type(SERVER)[0]
+    assert server.inputs["serverType"] == "cx23"
+    assert server.inputs["location"] == "nbg1"
+    assert server.inputs["image"] == "docker-ce"
+    assert server.inputs["publicNets"] == [{"ipv4Enabled": True, "ipv6Enabled": True}]
+    assert server.inputs["labels"]["stack"] == "dev"
+    user_data = secret_value(server.inputs["userData"])  # carries the host private key
+    document = yaml.safe_load(user_data)
+    assert user_data.startswith("#cloud-config\n")
+    assert document["ssh_keys"]["ed25519_public"] == EXAMPLE_HOST_PUBLIC_KEY
+    assert document["ssh_pwauth"] is False
+    assert "docker.io" not in document["packages"]  # docker-ce image ships Docker
+    daemon = json.loads(
+        next(f for f in document["write_files"] if f["path"] == "/etc/docker/daemon.json")["content"]
+    )
+    assert daemon["ip6tables"] is True and daemon["log-opts"]["max-size"] == "10m"
+    # Service configuration never goes into cloud-init (it would replace the server).
+    for marker in ("listeners:", "http_proxy", "server_name", "schema_version", "scrape_configs", "GF_"):
+        assert marker not in user_data
+
+
+def test_plain_ubuntu_gets_docker_installed(deploy: Deploy) -> None:
+    import yaml
+
+    run = deploy({"server": {"type": "cpx22", "location": "fsn1", "image": "ubuntu-24.04"}})
+    server = run.monitor.by_type(SERVER)[0]
+    assert server.inputs["serverType"] == "cpx22" and server.inputs["location"] == "fsn1"
+    assert "docker.io" in yaml.safe_load(secret_value(server.inputs["userData"]))["packages"]
+
+
+def test_docker_provider_verifies_the_generated_host_key(deploy: Deploy) -> None:
+    run = deploy()
+    provider = run.monitor.by_type("pulumi:providers:docker")[0]
+    assert provider.inputs["host"] == f"ssh://root@{EXAMPLE_IPV4}"
+    opts = json.loads(provider.inputs["sshOpts"])  # provider config arrives JSON-encoded
+    assert "StrictHostKeyChecking=yes" in opts
+    assert f"KnownHostsCommand=/bin/echo %H {EXAMPLE_HOST_PUBLIC_KEY}" in opts
+    assert "UserKnownHostsFile=/dev/null" in opts
+    assert not any("StrictHostKeyChecking=no" in o for o in opts)
+    ready = run.monitor.by_type("command:remote:Command")[0]
+    assert ready.urn in provider.options["dependsOn"]
+    connection = secret_value(ready.inputs["connection"])
+    assert connection["host"] == EXAMPLE_IPV4 and connection["user"] == "root"
+    assert connection["hostKey"] == EXAMPLE_HOST_PUBLIC_KEY + "\n"
+    assert "cloud-init status --wait" in ready.inputs["create"]
+    server = run.monitor.by_type(SERVER)[0]
+    assert server.urn in ready.options["dependsOn"]
+
+
+def test_networks_wait_for_readiness(deploy: Deploy) -> None:
+    run = deploy()
+    ready = run.monitor.by_type("command:remote:Command")[0]
+    for network in run.monitor.by_type(NETWORK):
+        assert ready.urn in network.options["dependsOn"]
+        assert network.options["deleteBeforeReplace"] is True
+
+
+def test_outputs(deploy: Deploy) -> None:
+    run = deploy()
+    outputs = run.outputs
+    assert outputs["serverIpv4"] == EXAMPLE_IPV4 and outputs["serverIpv6"] == EXAMPLE_IPV6
+    assert outputs["endpoints"] == {
+        "trackerApi": {
+            "base": "https://api.example.com/api/v1",
+            "healthCheck": "https://api.example.com/api/health_check",
+            "stats": "https://api.example.com/api/v1/stats?token=<trackerAdminToken>",
+        },
+        "httpTrackers": ["https://http1.example.com/announce"],
+        "httpTrackerHealthChecks": ["https://http1.example.com/health_check"],
+        "udpTrackers": ["udp://udp1.example.com:6969/announce"],
+        "grafana": "https://grafana.example.com:3443/",
+    }
+    records = {(r["name"], r["type"]): r["value"] for r in outputs["dnsRecords"]}
+    for name in ("api.example.com", "http1.example.com", "grafana.example.com", "udp1.example.com"):
+        assert records[(name, "A")] == EXAMPLE_IPV4 and records[(name, "AAAA")] == EXAMPLE_IPV6
+    assert records[("udp1.example.com", "TXT")] == "BITTORRENT UDP:6969"
+    assert outputs["sshCommand"].endswith(f"root@{EXAMPLE_IPV4}")
+    assert "StrictHostKeyChecking=yes" in outputs["sshCommand"]
+    paths = [entry["path"] for entry in outputs["backupPaths"]]
+    assert f"{layout.PINGOO_TLS_DIR}/acme.json" in paths and layout.TRACKER_DATABASE_FILE in paths
+    assert outputs["trackerAdminToken"] == "[secret]"
+    assert outputs["grafanaAdminPassword"] == "[secret]"
+
+
+def test_udp_announce_uses_the_ip_without_a_udp_name(deploy: Deploy) -> None:
+    from tests.conftest import dev_config
+
+    domains = dev_config()["domains"]
+    del domains["udpTracker"]
+    domains["httpTrackers"] = ["http1.example.com", "http2.example.com"]
+    run = deploy({"domains": domains})
+    assert run.outputs["endpoints"]["udpTrackers"] == [f"udp://{EXAMPLE_IPV4}:6969/announce"]
+    assert run.outputs["endpoints"]["httpTrackers"] == [
+        "https://http1.example.com/announce",
+        "https://http2.example.com/announce",
+    ]
+    assert not any(r["type"] == "TXT" for r in run.outputs["dnsRecords"])
+    toml = uploads(run, "tracker")[layout.TRACKER_CONFIG_FILE]
+    assert toml.count("[[http_trackers]]") == 2 and '"0.0.0.0:7071"' in toml
+
+
+def test_secrets_never_appear_in_plain_inputs_or_outputs(deploy: Deploy) -> None:
+    canary_token = "CANARY-token-5f1c0a7e9b2d4c6a8e0f"
+    canary_password = "CANARY-password-3d9e7b1f"
+    run = deploy(secrets={"trackerAdminToken": canary_token, "grafanaAdminPassword": canary_password})
+    plain = json.dumps([masked(r.inputs) for r in run.monitor.registrations]) + json.dumps(run.outputs)
+    assert canary_token not in plain and canary_password not in plain
+    # ... while the secret inputs really carry them (the test would pass vacuously otherwise).
+    everything = json.dumps([r.inputs for r in run.monitor.registrations])
+    assert canary_token in everything and canary_password in everything
+
+
+def test_invalid_config_stops_before_any_resource(deploy: Deploy) -> None:
+    with pytest.raises(Exception, match=r"torrust-hybrid-tls:domains\.grafana") as error:
+        deploy(
+            {
+                "domains": {
+                    "trackerApi": "api.example.com",
+                    "httpTrackers": ["http1.example.com"],
+                    "grafana": "G",
+                }
+            }
+        )
+    assert type(error.value).__name__ == "RunError"
+    assert "pulumi config set --path 'domains.grafana'" in str(error.value)
+
+
+def test_missing_secret_is_reported_with_fix(deploy: Deploy) -> None:
+    with pytest.raises(Exception, match="trackerAdminToken: is required but not set") as error:
+        deploy(secrets={"trackerAdminToken": None})
+    assert "pulumi config set --secret trackerAdminToken" in str(error.value)

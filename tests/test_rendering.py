@@ -1,0 +1,168 @@
+"""Rendered files, parsed and checked without Pulumi (rendering is pure: settings in, text out)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from typing import Any
+
+import pytest
+import yaml
+
+from core import layout, rendering
+from core.settings import StackSettings, load_settings
+from tests.conftest import dev_config
+from tools.pingoo_check import check_pingoo_config, config_warnings, route_request
+
+
+def settings(**changes: Any) -> StackSettings:
+    config = dev_config()
+    config.update(changes)
+    return load_settings("dev", config.get)
+
+
+def two_http_trackers() -> StackSettings:
+    domains = dev_config()["domains"]
+    domains["httpTrackers"] = ["http1.example.com", "http2.example.com"]
+    return settings(domains=domains)
+
+
+def test_rendered_pingoo_passes_the_schema_checker() -> None:
+    config = check_pingoo_config(rendering.render_pingoo(settings()))
+    assert config_warnings(config) == []
+
+
+@pytest.mark.parametrize(
+    ("host", "service"),
+    [
+        ("api.example.com", "tracker_api"),
+        ("api.example.com:443", "tracker_api"),
+        ("http1.example.com", "http_tracker_1"),
+        ("http1.example.com:443", "http_tracker_1"),
+        ("http2.example.com", "http_tracker_2"),
+        ("http2.example.com:443", "http_tracker_2"),
+        ("grafana.example.com", "grafana_redirect"),
+        ("grafana.example.com:443", "grafana_redirect"),
+        ("unknown.example.com", None),
+        ("api.example.com:8443", None),
+        ("example.com", None),
+        ("203.0.113.10", None),
+    ],
+)
+def test_each_public_name_reaches_exactly_its_upstream(host: str, service: str | None) -> None:
+    config = check_pingoo_config(rendering.render_pingoo(two_http_trackers()))
+    for path in ("/announce", "/", "/api/v1/stats", "/health_check"):
+        assert route_request(config, "https", host, path) == service
+    if service is not None:
+        expected = {
+            "tracker_api": "http://172.30.2.10:1212",
+            "http_tracker_1": "http://172.30.2.10:7070",
+            "http_tracker_2": "http://172.30.2.10:7071",
+            "grafana_redirect": "http://172.30.0.20:8080",
+        }[service]
+        upstreams = config.services[service].upstreams
+        assert [u.url for u in upstreams] == [expected]
+        assert all(u.static_ip for u in upstreams)  # never re-resolved: survives backend re-creation
+
+
+def test_pingoo_upstreams_match_the_tracker_config() -> None:
+    s = two_http_trackers()
+    services = yaml.safe_load(rendering.render_pingoo(s))["services"]
+    toml = tomllib.loads(rendering.render_tracker_toml(s))
+    http_ports = [int(t["bind_address"].rsplit(":", 1)[1]) for t in toml["http_trackers"]]
+    assert services["tracker_api"]["http_proxy"] == [
+        f"http://{layout.TRACKER_BACKEND_IP}:{layout.TRACKER_API_PORT}"
+    ]
+    assert toml["http_api"]["bind_address"].endswith(f":{layout.TRACKER_API_PORT}")
+    assert [services[f"http_tracker_{i + 1}"]["http_proxy"][0].rsplit(":", 1)[1] for i in range(2)] == [
+        str(port) for port in http_ports
+    ]
+    assert services["grafana_redirect"]["http_proxy"] == [
+        f"http://{layout.NGINX_EDGE_IP}:{layout.NGINX_REDIRECT_PORT}"
+    ]
+
+
+def test_tracker_toml() -> None:
+    toml = tomllib.loads(rendering.render_tracker_toml(settings()))
+    assert toml["metadata"] == {
+        "app": "torrust-tracker",
+        "purpose": "configuration",
+        "schema_version": "2.0.0",
+    }
+    assert toml["core"]["net"] == {"on_reverse_proxy": True}
+    assert toml["core"]["private"] is False
+    assert toml["core"]["database"] == {"driver": "sqlite3", "path": layout.TRACKER_DATABASE_PATH}
+    assert toml["udp_trackers"] == [{"bind_address": "[::]:6969"}]
+    assert toml["http_trackers"] == [{"bind_address": "0.0.0.0:7070"}]
+    assert toml["http_api"] == {"bind_address": "0.0.0.0:1212"}
+    assert toml["health_check_api"] == {"bind_address": "127.0.0.1:1313"}
+    assert "access_tokens" not in toml["http_api"]
+
+
+def test_private_tracker_toml() -> None:
+    tracker = dev_config()["tracker"]
+    tracker["private"] = True
+    assert tomllib.loads(rendering.render_tracker_toml(settings(tracker=tracker)))["core"]["private"] is True
+
+
+def test_prometheus_config_scrapes_both_tracker_endpoints_with_the_token() -> None:
+    config = yaml.safe_load(rendering.render_prometheus(settings(), "tok-123"))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"tracker_stats", "tracker_metrics"}
+    assert jobs["tracker_stats"]["metrics_path"] == "/api/v1/stats"
+    assert jobs["tracker_metrics"]["metrics_path"] == "/api/v1/metrics"
+    for job in jobs.values():
+        assert job["params"] == {"token": ["tok-123"], "format": ["prometheus"]}
+        assert job["static_configs"] == [{"targets": ["tracker:1212"]}]
+
+
+def test_prometheus_token_is_quoted_safely() -> None:
+    token = 'a"b\\c: #d'
+    config = yaml.safe_load(rendering.render_prometheus(settings(), token))
+    assert config["scrape_configs"][0]["params"]["token"] == [token]
+
+
+def test_grafana_datasource_uid_matches_the_dashboards() -> None:
+    datasource = yaml.safe_load(rendering.render_grafana_datasource(settings()))["datasources"][0]
+    assert datasource["uid"] == layout.GRAFANA_DATASOURCE_UID
+    assert datasource["url"] == "http://prometheus:9090"
+    for path, content in rendering.grafana_static_files().items():
+        if path.endswith(".json"):
+            assert f'"uid": "{layout.GRAFANA_DATASOURCE_UID}"' in content.replace('"uid":"', '"uid": "')
+    provider = yaml.safe_load(rendering.grafana_static_files()[layout.GRAFANA_DASHBOARD_PROVIDER_FILE])
+    assert provider["providers"][0]["options"]["path"] == layout.GRAFANA_DASHBOARDS_DIR
+
+
+def test_cloud_init_is_valid_yaml_with_the_host_key() -> None:
+    private = "-----BEGIN OPENSSH PRIVATE KEY-----\nline1\nline2\n-----END OPENSSH PRIVATE KEY-----\n"
+    text = rendering.render_cloud_init(settings(), private, "ssh-ed25519 AAAAkey host\n")
+    document = yaml.safe_load(text)
+    assert document["ssh_keys"]["ed25519_private"] == private
+    assert document["ssh_keys"]["ed25519_public"] == "ssh-ed25519 AAAAkey host"
+    assert document["ssh_deletekeys"] is True and document["ssh_genkeytypes"] == []
+    sshd = next(f for f in document["write_files"] if f["path"].startswith("/etc/ssh/sshd_config.d/"))
+    assert "PasswordAuthentication no" in sshd["content"]
+    sysctl = next(f for f in document["write_files"] if f["path"].startswith("/etc/sysctl.d/"))
+    assert f"net.netfilter.nf_conntrack_max = {rendering.CONNTRACK_MAX}" in sysctl["content"]
+    installs = [cmd for cmd in document["runcmd"] if cmd[0] == "install"]
+    owners = {cmd[-1]: (cmd[5], cmd[7]) for cmd in installs}
+    assert owners[layout.GRAFANA_DATA_DIR] == ("472", "0")
+    assert owners[layout.TRACKER_LIB_DIR] == ("1000", "1000")
+    assert owners[layout.PROMETHEUS_DATA_DIR] == ("65534", "65534")
+    assert ["systemctl", "enable", "--now", "unattended-upgrades"] in document["runcmd"]
+    assert "unattended-upgrades" in document["packages"]
+
+
+def test_docker_daemon_config_is_json() -> None:
+    text = rendering.render_cloud_init(settings(), "k", "p")
+    daemon_file = next(
+        f for f in yaml.safe_load(text)["write_files"] if f["path"] == "/etc/docker/daemon.json"
+    )
+    assert json.loads(daemon_file["content"]) == rendering.DOCKER_DAEMON
+
+
+def test_templates_fail_on_missing_variables() -> None:
+    from jinja2 import UndefinedError
+
+    with pytest.raises(UndefinedError):
+        rendering.render_template("pingoo/pingoo.yml.j2", stack="dev")
