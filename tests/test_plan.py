@@ -1,0 +1,120 @@
+"""`make plan`: the offline plan a reviewer reads (plan.json, uploaded files, cloud-init)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+EXPECTED_FILES = {
+    "files/pingoo/etc/pingoo/pingoo.yml",
+    "files/nginx-certbot/etc/nginx/conf.d/redirector.conf",
+    "files/nginx-certbot/etc/nginx/user_conf.d/grafana.conf",
+    "files/tracker/etc/torrust/tracker/tracker.toml",
+    "files/prometheus/etc/prometheus/prometheus.yml",
+    "files/grafana/etc/grafana/provisioning/datasources/prometheus.yaml",
+    "files/grafana/etc/grafana/provisioning/dashboards/torrust.yaml",
+    "files/grafana/etc/grafana/dashboards/torrust/tracker-overview.json",
+    "files/grafana/etc/grafana/dashboards/torrust/tracker-protocols.json",
+    "cloud-init.yaml",
+    "plan.json",
+}
+
+
+def run_plan(out: Path, stack_file: Path | None = None) -> subprocess.CompletedProcess[str]:
+    # A subprocess keeps Pulumi's process-global runtime state out of the test process.
+    args = [sys.executable, "-m", "tools.plan", "--stack", "dev", "--out", str(out)]
+    if stack_file:
+        args += ["--stack-file", str(stack_file)]
+    return subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture(scope="module")
+def plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("plan") / "dev"
+    result = run_plan(out)
+    assert result.returncode == 0, result.stderr
+    assert "Endpoints:" in result.stdout and "grafana.example.com" in result.stdout
+    assert "torrust:index:Host  host" in result.stdout
+    return out
+
+
+def load_plan(plan_dir: Path) -> dict[str, Any]:
+    plan: dict[str, Any] = json.loads((plan_dir / "plan.json").read_text())
+    return plan
+
+
+def test_plan_writes_every_file(plan_dir: Path) -> None:
+    written = {str(p.relative_to(plan_dir)) for p in plan_dir.rglob("*") if p.is_file()}
+    assert written == EXPECTED_FILES
+
+
+def test_plan_json_shape(plan_dir: Path) -> None:
+    plan = load_plan(plan_dir)
+    assert plan["stack"] == "dev" and plan["project"] == "torrust-hybrid-tls"
+    assert set(plan) == {"stack", "project", "resources", "outputs"}
+    for resource in plan["resources"]:
+        assert set(resource) == {"urn", "type", "name", "parent", "inputs", "options"}
+        assert {"protect", "deleteBeforeReplace", "ignoreChanges", "replaceOnChanges", "dependsOn", "provider"} <= set(
+            resource["options"]
+        )
+    urns = [r["urn"] for r in plan["resources"]]
+    assert len(urns) == len(set(urns)) == 28
+    server = next(r for r in plan["resources"] if r["type"] == "hcloud:index/server:Server")
+    assert server["inputs"]["serverType"] == "cx23"  # camelCase, as the engine sees them
+    assert server["inputs"]["userData"] == "[secret]"
+
+
+def test_plan_masks_secrets(plan_dir: Path) -> None:
+    plan = load_plan(plan_dir)
+    assert plan["outputs"]["trackerAdminToken"] == "[secret]"
+    assert plan["outputs"]["grafanaAdminPassword"] == "[secret]"
+    tracker = next(r for r in plan["resources"] if r["name"] == "tracker" and r["type"].startswith("docker:"))
+    assert "[secret]" in tracker["inputs"]["envs"]
+    prometheus = next(r for r in plan["resources"] if r["name"] == "prometheus")
+    assert prometheus["inputs"]["uploads"] == "[secret]" or "[secret]" in json.dumps(prometheus["inputs"]["uploads"])
+    # Files only ever hold placeholders.
+    scrape = (plan_dir / "files/prometheus/etc/prometheus/prometheus.yml").read_text()
+    assert yaml.safe_load(scrape)["scrape_configs"][0]["params"]["token"] == ["<plan-placeholder:trackerAdminToken>"]
+
+
+def test_plan_files_equal_the_uploads(plan_dir: Path) -> None:
+    plan = load_plan(plan_dir)
+    pingoo = next(r for r in plan["resources"] if r["name"] == "pingoo" and r["type"].endswith("Container"))
+    upload = pingoo["inputs"]["uploads"][0]
+    assert upload["file"] == "/etc/pingoo/pingoo.yml"
+    assert (plan_dir / "files/pingoo/etc/pingoo/pingoo.yml").read_text() == upload["content"]
+    cloud_init = yaml.safe_load((plan_dir / "cloud-init.yaml").read_text())
+    assert "PLAN-PLACEHOLDER" in cloud_init["ssh_keys"]["ed25519_private"]
+
+
+def test_plan_exits_non_zero_with_the_config_message(tmp_path: Path) -> None:
+    document = yaml.safe_load((REPO_ROOT / "Pulumi.dev.yaml").read_text())
+    document["config"]["torrust-hybrid-tls:domains"]["grafana"] = "Grafana.Example.com"
+    stack_file = tmp_path / "Pulumi.dev.yaml"
+    stack_file.write_text(yaml.safe_dump(document))
+    result = run_plan(tmp_path / "out", stack_file)
+    assert result.returncode == 2
+    assert "torrust-hybrid-tls:domains.grafana" in result.stderr
+    assert "pulumi config set --path 'domains.grafana'" in result.stderr
+    assert not (tmp_path / "out" / "plan.json").exists()
+
+
+def test_plan_replaces_secure_values_by_placeholders(tmp_path: Path) -> None:
+    document = yaml.safe_load((REPO_ROOT / "Pulumi.dev.yaml").read_text())
+    document["config"]["torrust-hybrid-tls:trackerAdminToken"] = {"secure": "AAABAExampleCiphertextOnly"}
+    stack_file = tmp_path / "Pulumi.dev.yaml"
+    stack_file.write_text(yaml.safe_dump(document))
+    result = run_plan(tmp_path / "out", stack_file)
+    assert result.returncode == 0, result.stderr
+    text = json.dumps(json.loads((tmp_path / "out/plan.json").read_text()))
+    assert "AAABAExampleCiphertextOnly" not in text
+    assert "trackerAdminToken is not set" not in result.stderr
+    assert "grafanaAdminPassword is not set" in result.stderr
