@@ -12,11 +12,12 @@ from pathlib import Path
 import pulumi
 from pulumi.runtime.config import is_config_secret
 
+from components.containers import ServiceArgs
 from components.docker_host import DockerHost, DockerHostArgs, ssh_command
 from components.host import Host, HostArgs
 from components.monitoring import Monitoring, MonitoringArgs
-from components.nginx_certbot import NginxCertbot, NginxCertbotArgs
-from components.pingoo import PingooArgs, PingooEdge
+from components.nginx_certbot import NginxCertbot
+from components.pingoo import PingooEdge
 from components.tracker import Tracker, TrackerArgs
 from core.endpoints import backup_paths, dns_records, endpoints
 from core.settings import PROJECT, ConfigError, StackSettings, check_secret_value, load_settings
@@ -95,8 +96,8 @@ tracker = Tracker(
     TrackerArgs(settings, networks, ready, admin_token=secrets["trackerAdminToken"]),
     opts=services,
 )
-pingoo = PingooEdge("pingoo", PingooArgs(settings, networks, ready), opts=services)
-nginx = NginxCertbot("nginx", NginxCertbotArgs(settings, networks, ready), opts=services)
+pingoo = PingooEdge("pingoo", ServiceArgs(settings, networks, ready), opts=services)
+nginx = NginxCertbot("nginx", ServiceArgs(settings, networks, ready), opts=services)
 monitoring = Monitoring(
     "monitoring",
     MonitoringArgs(
@@ -124,7 +125,7 @@ pulumi.export(
         lambda values: ssh_command(settings.ssh.user, values[0], values[1])
     ),
 )
-pulumi.export("hostKey", host.host_public_key)
+pulumi.export("hostKey", host.host_public_key.apply(str.strip))
 pulumi.export("backupPaths", backup_paths())
 pulumi.export("acmeStaging", settings.acme.staging)
 pulumi.export("trackerAdminToken", pulumi.Output.secret(secrets["trackerAdminToken"]))

@@ -15,8 +15,24 @@ import pulumi
 import pulumi_docker as docker
 
 from core import layout
+from core.settings import StackSettings
 
 LOG_OPTS = {"max-size": "10m", "max-file": "5"}
+
+
+@dataclass
+class ServiceArgs:
+    """What every service component needs: settings, the Docker networks and the readiness step."""
+
+    settings: StackSettings
+    networks: Mapping[str, docker.Network]
+    ready: pulumi.Resource
+
+
+def secret_env(name: str, value: pulumi.Input[str]) -> pulumi.Output[str]:
+    """A NAME=value environment entry that stays a Pulumi secret (state, previews, plan)."""
+    entry: pulumi.Output[str] = pulumi.Output.secret(pulumi.Output.concat(name, "=", value))
+    return entry
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_docker as docker
 
-from components.containers import ContainerSpec, create_service_container
+from components.containers import ContainerSpec, ServiceArgs, create_service_container, secret_env
 from core import layout
 from core.rendering import grafana_static_files, render_grafana_datasource, render_prometheus
 from core.settings import StackSettings
@@ -28,7 +26,7 @@ def grafana_env(settings: StackSettings, admin_password: pulumi.Input[str]) -> l
         f"GF_SERVER_DOMAIN={settings.domains.grafana}",
         f"GF_LIVE_ALLOWED_ORIGINS={root_url.rstrip('/')}",
         "GF_SECURITY_ADMIN_USER=admin",
-        pulumi.Output.secret(pulumi.Output.concat("GF_SECURITY_ADMIN_PASSWORD=", admin_password)),
+        secret_env("GF_SECURITY_ADMIN_PASSWORD", admin_password),
         "GF_SECURITY_COOKIE_SECURE=true",
         "GF_SECURITY_COOKIE_SAMESITE=lax",
         "GF_SECURITY_DISABLE_GRAVATAR=true",
@@ -42,10 +40,7 @@ def grafana_env(settings: StackSettings, admin_password: pulumi.Input[str]) -> l
 
 
 @dataclass
-class MonitoringArgs:
-    settings: StackSettings
-    networks: Mapping[str, docker.Network]
-    ready: pulumi.Resource
+class MonitoringArgs(ServiceArgs):
     admin_token: pulumi.Input[str]
     grafana_admin_password: pulumi.Input[str]
 

@@ -3,13 +3,9 @@ redirects on 80, and the internal redirect listener Pingoo forwards the Grafana 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-
 import pulumi
-import pulumi_docker as docker
 
-from components.containers import ContainerSpec, PublishedPort, create_service_container
+from components.containers import ContainerSpec, PublishedPort, ServiceArgs, create_service_container
 from core import layout
 from core.rendering import render_nginx_grafana, render_nginx_redirector
 from core.settings import StackSettings
@@ -28,15 +24,8 @@ def certbot_env(settings: StackSettings) -> list[str]:
     ]
 
 
-@dataclass
-class NginxCertbotArgs:
-    settings: StackSettings
-    networks: Mapping[str, docker.Network]
-    ready: pulumi.Resource
-
-
 class NginxCertbot(pulumi.ComponentResource):
-    def __init__(self, name: str, args: NginxCertbotArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("torrust:index:NginxCertbot", name, None, opts)
         settings = args.settings
         self.files = {

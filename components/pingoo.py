@@ -3,27 +3,15 @@ Grafana name, routed by host."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-
 import pulumi
-import pulumi_docker as docker
 
-from components.containers import ContainerSpec, PublishedPort, create_service_container
+from components.containers import ContainerSpec, PublishedPort, ServiceArgs, create_service_container
 from core import layout
 from core.rendering import render_pingoo
-from core.settings import StackSettings
-
-
-@dataclass
-class PingooArgs:
-    settings: StackSettings
-    networks: Mapping[str, docker.Network]
-    ready: pulumi.Resource
 
 
 class PingooEdge(pulumi.ComponentResource):
-    def __init__(self, name: str, args: PingooArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("torrust:index:PingooEdge", name, None, opts)
         settings = args.settings
         self.config_text = render_pingoo(settings)

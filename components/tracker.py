@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_docker as docker
 
-from components.containers import ContainerSpec, PublishedPort, create_service_container
+from components.containers import (
+    ContainerSpec,
+    PublishedPort,
+    ServiceArgs,
+    create_service_container,
+    secret_env,
+)
 from core import layout
 from core.rendering import render_tracker_toml
 from core.settings import StackSettings
@@ -22,15 +26,12 @@ def tracker_env(settings: StackSettings, admin_token: pulumi.Input[str]) -> list
         f"TORRUST_TRACKER_CONFIG_TOML_PATH={layout.TRACKER_CONFIG_FILE}",
         # Required by the image's entry script (it exits when unset).
         f"TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER={settings.tracker.database}",
-        pulumi.Output.secret(pulumi.Output.concat(ADMIN_TOKEN_ENV, "=", admin_token)),
+        secret_env(ADMIN_TOKEN_ENV, admin_token),
     ]
 
 
 @dataclass
-class TrackerArgs:
-    settings: StackSettings
-    networks: Mapping[str, docker.Network]
-    ready: pulumi.Resource
+class TrackerArgs(ServiceArgs):
     admin_token: pulumi.Input[str]
 
 
