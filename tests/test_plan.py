@@ -62,9 +62,14 @@ def test_plan_json_shape(plan_dir: Path) -> None:
     assert set(plan) == {"stack", "project", "resources", "outputs"}
     for resource in plan["resources"]:
         assert set(resource) == {"urn", "type", "name", "parent", "inputs", "options"}
-        assert {"protect", "deleteBeforeReplace", "ignoreChanges", "replaceOnChanges", "dependsOn", "provider"} <= set(
-            resource["options"]
-        )
+        assert {
+            "protect",
+            "deleteBeforeReplace",
+            "ignoreChanges",
+            "replaceOnChanges",
+            "dependsOn",
+            "provider",
+        } <= set(resource["options"])
     urns = [r["urn"] for r in plan["resources"]]
     assert len(urns) == len(set(urns)) == 28
     server = next(r for r in plan["resources"] if r["type"] == "hcloud:index/server:Server")
@@ -79,10 +84,14 @@ def test_plan_masks_secrets(plan_dir: Path) -> None:
     tracker = next(r for r in plan["resources"] if r["name"] == "tracker" and r["type"].startswith("docker:"))
     assert "[secret]" in tracker["inputs"]["envs"]
     prometheus = next(r for r in plan["resources"] if r["name"] == "prometheus")
-    assert prometheus["inputs"]["uploads"] == "[secret]" or "[secret]" in json.dumps(prometheus["inputs"]["uploads"])
+    assert prometheus["inputs"]["uploads"] == "[secret]" or "[secret]" in json.dumps(
+        prometheus["inputs"]["uploads"]
+    )
     # Files only ever hold placeholders.
     scrape = (plan_dir / "files/prometheus/etc/prometheus/prometheus.yml").read_text()
-    assert yaml.safe_load(scrape)["scrape_configs"][0]["params"]["token"] == ["<plan-placeholder:trackerAdminToken>"]
+    assert yaml.safe_load(scrape)["scrape_configs"][0]["params"]["token"] == [
+        "<plan-placeholder:trackerAdminToken>"
+    ]
 
 
 def test_plan_files_equal_the_uploads(plan_dir: Path) -> None:
