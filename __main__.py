@@ -18,6 +18,7 @@ from components.host import Host, HostArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.nginx_certbot import NginxCertbot
 from components.pingoo import PingooEdge
+from components.secrets import Secrets, SecretsArgs
 from components.tracker import Tracker, TrackerArgs
 from core.endpoints import backup_paths, dns_records, endpoints
 from core.settings import PROJECT, ConfigError, StackSettings, check_secret_value, load_settings
@@ -36,15 +37,16 @@ def load_configuration() -> tuple[StackSettings, dict[str, pulumi.Output[str]]]:
         settings = None
     secrets: dict[str, pulumi.Output[str]] = {}
     for key, min_length in SECRET_MIN_LENGTHS.items():
-        problem = check_secret_value(key, config.get(key), min_length=min_length)
-        if problem is None and not is_config_secret(f"{PROJECT}:{key}"):
+        value = config.get(key)
+        problem = check_secret_value(key, value, min_length=min_length)
+        if value is not None and problem is None and not is_config_secret(f"{PROJECT}:{key}"):
             problem = (
                 f"  - {PROJECT}:{key}: is stored in plain text in the stack file\n"
                 f"      fix: pulumi config set --secret {key} <value>   (then rotate it: it was exposed)"
             )
         if problem:
             problems.append(problem)
-        else:
+        elif value is not None:
             secrets[key] = config.require_secret(key)
     if settings is not None and settings.ssh.private_key_file:
         key_file = Path(os.path.expanduser(settings.ssh.private_key_file))
@@ -76,6 +78,7 @@ if settings.ssh.private_key_file:
     key_text = Path(os.path.expanduser(settings.ssh.private_key_file)).read_text()
     private_key = pulumi.Output.secret(key_text)
 
+operator_secrets = Secrets("secrets", SecretsArgs(configured=secrets))
 host = Host("host", HostArgs(settings=settings))
 docker_host = DockerHost(
     "docker",
@@ -93,7 +96,7 @@ ready = docker_host.ready
 
 tracker = Tracker(
     "tracker",
-    TrackerArgs(settings, networks, ready, admin_token=secrets["trackerAdminToken"]),
+    TrackerArgs(settings, networks, ready, admin_token=operator_secrets.tracker_admin_token),
     opts=services,
 )
 pingoo = PingooEdge("pingoo", ServiceArgs(settings, networks, ready), opts=services)
@@ -104,8 +107,8 @@ monitoring = Monitoring(
         settings,
         networks,
         ready,
-        admin_token=secrets["trackerAdminToken"],
-        grafana_admin_password=secrets["grafanaAdminPassword"],
+        admin_token=operator_secrets.tracker_admin_token,
+        grafana_admin_password=operator_secrets.grafana_admin_password,
     ),
     opts=services,
 )
@@ -128,5 +131,5 @@ pulumi.export(
 pulumi.export("hostKey", host.host_public_key.apply(str.strip))
 pulumi.export("backupPaths", backup_paths())
 pulumi.export("acmeStaging", settings.acme.staging)
-pulumi.export("trackerAdminToken", pulumi.Output.secret(secrets["trackerAdminToken"]))
-pulumi.export("grafanaAdminPassword", pulumi.Output.secret(secrets["grafanaAdminPassword"]))
+pulumi.export("trackerAdminToken", operator_secrets.tracker_admin_token)
+pulumi.export("grafanaAdminPassword", operator_secrets.grafana_admin_password)

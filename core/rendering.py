@@ -27,6 +27,17 @@ _ENV = Environment(
 )
 
 
+def _quote(value: object) -> str:
+    """A double-quoted string (or bool/number) valid in YAML, TOML and nginx alike.
+
+    Jinja's own `tojson` HTML-escapes <, > and &, which is noise in config files.
+    """
+    return json.dumps(value, ensure_ascii=False)
+
+
+_ENV.filters["quote"] = _quote
+
+
 def render_template(name: str, **context: object) -> str:
     return _ENV.get_template(name).render(**context)
 

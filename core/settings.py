@@ -375,10 +375,13 @@ def load_settings(stack: str, read_object: ConfigReader) -> StackSettings:
 
 
 def check_secret_value(key: str, value: str | None, *, min_length: int) -> str | None:
-    """Validate a secret's plaintext without ever putting it in the message."""
-    fix = f'pulumi config set --secret {key} "$(openssl rand -hex 24)"'
+    """Validate a configured secret's plaintext without ever putting it in the message.
+
+    An unset secret is fine: the program generates one (components/secrets.py).
+    """
+    fix = f'pulumi config set --secret {key} "$(openssl rand -hex 24)"   (or rm it to generate one)'
     if value is None:
-        return f"  - {PROJECT}:{key}: is required but not set\n      fix: {fix}"
+        return None
     if len(value) < min_length:
         return f"  - {PROJECT}:{key}: is too short (at least {min_length} characters)\n      fix: {fix}"
     if any(ch.isspace() for ch in value) or not value.isprintable():

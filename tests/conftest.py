@@ -45,7 +45,7 @@ def deploy() -> Deploy:
 
     def run(
         changes: dict[str, Any] | None = None,
-        secrets: dict[str, str] | None = None,
+        secrets: dict[str, str | None] | None = None,
         stack: str = "dev",
     ) -> ProgramRun:
         config = dev_config()
@@ -54,7 +54,7 @@ def deploy() -> Deploy:
                 config.pop(key, None)
             else:
                 config[key] = value
-        secret_values = {"trackerAdminToken": TOKEN, "grafanaAdminPassword": PASSWORD}
+        secret_values: dict[str, str | None] = {"trackerAdminToken": TOKEN, "grafanaAdminPassword": PASSWORD}
         secret_values.update(secrets or {})
         flat: dict[str, Any] = {f"{PROJECT}:{key}": value for key, value in config.items()}
         secret_keys = []

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
+from tools.mocks import GENERATED_PASSWORD
 
 EXPECTED_FILES = {
     "files/pingoo/etc/pingoo/pingoo.yml",
@@ -71,7 +72,7 @@ def test_plan_json_shape(plan_dir: Path) -> None:
             "provider",
         } <= set(resource["options"])
     urns = [r["urn"] for r in plan["resources"]]
-    assert len(urns) == len(set(urns)) == 28
+    assert len(urns) == len(set(urns)) == 31  # incl. the two generated secrets
     server = next(r for r in plan["resources"] if r["type"] == "hcloud:index/server:Server")
     assert server["inputs"]["serverType"] == "cx23"  # camelCase, as the engine sees them
     assert server["inputs"]["userData"] == "[secret]"
@@ -89,9 +90,7 @@ def test_plan_masks_secrets(plan_dir: Path) -> None:
     )
     # Files only ever hold placeholders.
     scrape = (plan_dir / "files/prometheus/etc/prometheus/prometheus.yml").read_text()
-    assert yaml.safe_load(scrape)["scrape_configs"][0]["params"]["token"] == [
-        "<plan-placeholder:trackerAdminToken>"
-    ]
+    assert yaml.safe_load(scrape)["scrape_configs"][0]["params"]["token"] == [GENERATED_PASSWORD]
 
 
 def test_plan_files_equal_the_uploads(plan_dir: Path) -> None:
@@ -126,4 +125,6 @@ def test_plan_replaces_secure_values_by_placeholders(tmp_path: Path) -> None:
     text = json.dumps(json.loads((tmp_path / "out/plan.json").read_text()))
     assert "AAABAExampleCiphertextOnly" not in text
     assert "trackerAdminToken is not set" not in result.stderr
-    assert "grafanaAdminPassword is not set" in result.stderr
+    assert "grafanaAdminPassword is not set in Pulumi.dev.yaml: the program generates it" in result.stderr
+    scrape = (tmp_path / "out/files/prometheus/etc/prometheus/prometheus.yml").read_text()
+    assert "<plan-placeholder:trackerAdminToken>" in scrape

@@ -11,9 +11,19 @@ from typing import Any
 
 import pytest
 
+from components.tracker import ADMIN_TOKEN_ENV
 from core import layout
 from tests.conftest import PASSWORD, TOKEN, Deploy
-from tools.mocks import EXAMPLE_HOST_PUBLIC_KEY, EXAMPLE_IPV4, EXAMPLE_IPV6, Registration, masked
+from tools.mocks import (
+    EXAMPLE_HOST_PUBLIC_KEY,
+    EXAMPLE_IPV4,
+    EXAMPLE_IPV6,
+    Registration,
+    masked,
+)
+from tools.mocks import (
+    GENERATED_PASSWORD as GENERATED,
+)
 from tools.program import ProgramRun
 
 CONTAINER = "docker:index/container:Container"
@@ -56,6 +66,7 @@ def test_resource_inventory(deploy: Deploy) -> None:
     for registration in run.monitor.registrations:
         counts[registration.type] = counts.get(registration.type, 0) + 1
     assert counts == {
+        "torrust:index:Secrets": 1,
         "torrust:index:Host": 1,
         "hcloud:index/sshKey:SshKey": 1,
         FIREWALL: 1,
@@ -434,7 +445,40 @@ def test_invalid_config_stops_before_any_resource(deploy: Deploy) -> None:
     assert "pulumi config set --path 'domains.grafana'" in str(error.value)
 
 
-def test_missing_secret_is_reported_with_fix(deploy: Deploy) -> None:
-    with pytest.raises(Exception, match="trackerAdminToken: is required but not set") as error:
-        deploy(secrets={"trackerAdminToken": None})
+def test_unset_secrets_are_generated_and_stay_secret(deploy: Deploy) -> None:
+    run = deploy(secrets={"trackerAdminToken": None, "grafanaAdminPassword": None})
+    generated = {r.name: r.inputs for r in run.monitor.by_type("random:index/randomPassword:RandomPassword")}
+    assert set(generated) == {"secrets-trackerAdminToken", "secrets-grafanaAdminPassword"}
+    assert generated["secrets-trackerAdminToken"]["length"] == 40
+    assert all(inputs["special"] is False for inputs in generated.values())
+    # The generated value (the mock's result) flows into the tracker env and Prometheus, as secrets.
+    token_env = [secret_value(e) for e in envs(run, "tracker") if isinstance(e, dict)]
+    assert token_env == [f"{ADMIN_TOKEN_ENV}={GENERATED}"]
+    assert GENERATED in secret_value(uploads(run, "prometheus")[layout.PROMETHEUS_CONFIG_FILE])
+    assert [secret_value(e) for e in envs(run, "grafana") if isinstance(e, dict)] == [
+        f"GF_SECURITY_ADMIN_PASSWORD={GENERATED}"
+    ]
+    assert (
+        run.outputs["trackerAdminToken"] == "[secret]" and run.outputs["grafanaAdminPassword"] == "[secret]"
+    )
+    assert GENERATED not in json.dumps([masked(r.inputs) for r in run.monitor.registrations])
+
+
+def test_configured_secrets_are_not_generated(deploy: Deploy) -> None:
+    run = deploy()
+    assert run.monitor.by_type("random:index/randomPassword:RandomPassword") == []
+
+
+def test_short_secret_is_refused_without_echoing_it(deploy: Deploy) -> None:
+    with pytest.raises(Exception, match="trackerAdminToken: is too short") as error:
+        deploy(secrets={"trackerAdminToken": "tooshort-x"})
     assert "pulumi config set --secret trackerAdminToken" in str(error.value)
+    assert "tooshort-x" not in str(error.value)
+
+
+def test_plain_text_secret_is_refused(deploy: Deploy) -> None:
+    from tests.conftest import dev_config
+
+    with pytest.raises(Exception, match="grafanaAdminPassword: is stored in plain text"):
+        deploy({"grafanaAdminPassword": "plain-text-password-123456"}, secrets={"grafanaAdminPassword": None})
+    assert dev_config()  # the example stack itself carries no secret

@@ -30,6 +30,7 @@ EXAMPLE_HOST_PRIVATE_KEY = (
     "PLAN-PLACEHOLDER-generated-by-pulumi-tls-at-up-time\n"
     "-----END OPENSSH PRIVATE KEY-----\n"
 )
+GENERATED_PASSWORD = "plan-placeholder-generated-by-pulumi-random"
 EXAMPLE_HOST_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlanPlaceholderHostKeyGeneratedAtUpTime0000"
 
 
@@ -64,7 +65,7 @@ class DeploymentMocks(pulumi.runtime.Mocks):
                 imageId=f"sha256:{'0' * 64}", repoDigest=f"{args.inputs.get('name')}@sha256:{'0' * 64}"
             )
         elif args.typ == "random:index/randomPassword:RandomPassword":
-            outputs.update(result="plan-placeholder-generated-password")
+            outputs.update(result=GENERATED_PASSWORD)
         return resource_id, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:

@@ -61,13 +61,11 @@ def load_stack_config(stack_file: Path) -> tuple[dict[str, Any], list[str], list
     config: dict[str, Any] = {}
     for key, value in raw.items():
         config[key] = _replace_secure(key, value, secret_keys, key)
-    notes = []
-    for key in SECRET_KEYS:
-        full_key = f"{PROJECT}:{key}"
-        if full_key not in config:
-            config[full_key] = placeholder(key)
-            secret_keys.append(full_key)
-            notes.append(f"{full_key} is not set in {stack_file.name}: the plan uses a placeholder")
+    notes = [
+        f"{PROJECT}:{key} is not set in {stack_file.name}: the program generates it (pulumi-random)"
+        for key in SECRET_KEYS
+        if f"{PROJECT}:{key}" not in config
+    ]
     return config, secret_keys, notes
 
 
