@@ -2,7 +2,7 @@
 #   make test                 Python-only suite; real-tool tests skip with a reason when a tool is missing
 #   make check                lint + types + every test, real tools required (REQUIRE_REAL_TOOLS=1)
 #   make plan STACK=dev       offline plan under mocks -> build/plan/<stack>/
-#   make plan-diff BASE=<ref> [STACK=dev]   Markdown review of what a change does to the plan
+#   make plan-diff BASE=<ref> [STACK=dev] [PLAN_DIFF_ARGS=--json]   Markdown (or JSON) review of a change
 STACK ?= dev
 BASE ?= origin/main
 VENV ?= venv
@@ -34,7 +34,7 @@ plan:
 	$(PYTHON) -m tools.plan --stack $(STACK)
 
 plan-diff:
-	$(PYTHON) -m tools.plan_diff --base $(BASE) --stack $(STACK)
+	$(PYTHON) -m tools.plan_diff --base $(BASE) --stack $(STACK) $(PLAN_DIFF_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

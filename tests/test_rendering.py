@@ -139,7 +139,7 @@ def test_cloud_init_is_valid_yaml_with_the_host_key() -> None:
     document = yaml.safe_load(text)
     assert document["ssh_keys"]["ed25519_private"] == private
     assert document["ssh_keys"]["ed25519_public"] == "ssh-ed25519 AAAAkey host"
-    assert document["ssh_deletekeys"] is True and document["ssh_genkeytypes"] == []
+    assert document["ssh_deletekeys"] is True and document["ssh_genkeytypes"] == ["ed25519"]
     sshd = next(f for f in document["write_files"] if f["path"].startswith("/etc/ssh/sshd_config.d/"))
     assert "PasswordAuthentication no" in sshd["content"]
     sysctl = next(f for f in document["write_files"] if f["path"].startswith("/etc/sysctl.d/"))
