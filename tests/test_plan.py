@@ -128,3 +128,14 @@ def test_plan_replaces_secure_values_by_placeholders(tmp_path: Path) -> None:
     assert "grafanaAdminPassword is not set in Pulumi.dev.yaml: the program generates it" in result.stderr
     scrape = (tmp_path / "out/files/prometheus/etc/prometheus/prometheus.yml").read_text()
     assert "<plan-placeholder:trackerAdminToken>" in scrape
+
+
+def test_plan_is_deterministic(plan_dir: Path, tmp_path: Path) -> None:
+    """Two runs give the same plan (registration order may differ; content may not)."""
+    result = run_plan(tmp_path / "again")
+    assert result.returncode == 0, result.stderr
+
+    def by_urn(directory: Path) -> dict[str, Any]:
+        return {r["urn"]: r for r in load_plan(directory)["resources"]}
+
+    assert by_urn(tmp_path / "again") == by_urn(plan_dir)

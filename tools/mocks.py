@@ -8,7 +8,7 @@ inputs exactly as serialized (camelCase keys, secrets still marked) and the reso
 
 from __future__ import annotations
 
-import itertools
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,13 +37,16 @@ EXAMPLE_HOST_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlanPlaceholderH
 class DeploymentMocks(pulumi.runtime.Mocks):
     """Deterministic outputs for every computed property the program uses."""
 
-    def __init__(self) -> None:
-        self._ids = itertools.count(1001)
-
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs: dict[str, Any] = dict(args.inputs)
-        # hcloud IDs are integers; the program converts them with int().
-        resource_id = str(next(self._ids)) if args.typ.startswith("hcloud:") else f"{args.name}-id"
+        # hcloud IDs are integers (the program converts them with int()). Derive them from the name,
+        # not from a counter: registration order varies between runs, and an ID that moves would show
+        # up in plan diffs as a changed (ForceNew) server input.
+        resource_id = (
+            str(1000 + zlib.crc32(args.name.encode()) % 900000)
+            if args.typ.startswith("hcloud:")
+            else f"{args.name}-id"
+        )
         if args.typ == "hcloud:index/server:Server":
             outputs.update(
                 ipv4Address=EXAMPLE_IPV4,
