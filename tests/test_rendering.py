@@ -166,3 +166,21 @@ def test_templates_fail_on_missing_variables() -> None:
 
     with pytest.raises(UndefinedError):
         rendering.render_template("pingoo/pingoo.yml.j2", stack="dev")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("    http_proxy: [", "    http_prxy: [", "http_prxy: unknown key"),
+        ("  acme:\n", "  acme:\n    contact: admin@example.com\n", "contact: unknown key"),
+        ('"api.example.com", "http1', '"API.example.com", "http1', "acme"),
+    ],
+)
+def test_mutated_rendered_pingoo_is_rejected(old: str, new: str, message: str) -> None:
+    """A typo in a copy of the rendered pingoo.yml fails (Pingoo itself would ignore it silently)."""
+    from tools.pingoo_check import PingooConfigError
+
+    rendered = rendering.render_pingoo(settings())
+    assert old in rendered
+    with pytest.raises(PingooConfigError, match=message):
+        check_pingoo_config(rendered.replace(old, new, 1))
