@@ -59,17 +59,19 @@ class DockerHost(pulumi.ComponentResource):
         settings = args.settings
         child = pulumi.ResourceOptions(parent=self)
 
+        # Shared by every remote command: verifies exactly the generated host key.
+        self.connection = command.remote.ConnectionArgs(
+            host=args.ipv4_address,
+            user=settings.ssh.user,
+            host_key=args.host_public_key,
+            private_key=args.private_key,
+            # A fresh server needs a few minutes before sshd answers.
+            dial_error_limit=60,
+            per_dial_timeout=20,
+        )
         self.ready = command.remote.Command(
             f"{name}-ready",
-            connection=command.remote.ConnectionArgs(
-                host=args.ipv4_address,
-                user=settings.ssh.user,
-                host_key=args.host_public_key,
-                private_key=args.private_key,
-                # A fresh server needs a few minutes before sshd answers.
-                dial_error_limit=60,
-                per_dial_timeout=20,
-            ),
+            connection=self.connection,
             create=READINESS_SCRIPT,
             # A replaced server must be waited for again.
             triggers=[args.server_id],

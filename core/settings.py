@@ -26,7 +26,7 @@ from pydantic.alias_generators import to_camel
 PROJECT = "torrust-hybrid-tls"
 
 # Top-level structured keys, in the order the README documents them.
-STRUCTURED_KEYS = ("server", "ssh", "domains", "acme", "tracker", "images")
+STRUCTURED_KEYS = ("server", "ssh", "domains", "acme", "tracker", "images", "data", "backup")
 SECRET_KEYS = ("trackerAdminToken", "grafanaAdminPassword")
 
 # Hetzner Cloud locations (https://docs.hetzner.cloud/#locations). A typo here would only fail
@@ -114,6 +114,8 @@ class ServerSettings(_Model):
     location: str = "nbg1"
     image: str = DOCKER_CE_IMAGE
     name: str | None = None
+    # Hetzner's daily server backups (+20% of the server price); they do not include volumes.
+    backups: bool = False
 
     @field_validator("type")
     @classmethod
@@ -248,6 +250,34 @@ class ImageSettings(_Model):
         return result
 
 
+class DataSettings(_Model):
+    """The Hetzner Volume and Primary IPs that outlive the server."""
+
+    volume_size: int = Field(default=20, ge=10, le=10240)
+    # Hetzner delete protection and Pulumi `protect` on the volume and the primary IPs. Turn it off
+    # only for throwaway stacks that `pulumi destroy` must remove completely.
+    delete_protection: bool = True
+
+
+_ON_CALENDAR = re.compile(r"^[A-Za-z0-9*:,./~ -]{1,64}$")
+
+
+class BackupSettings(_Model):
+    # systemd OnCalendar expression (see `man systemd.time`), in the server's time zone (UTC).
+    schedule: str = "*-*-* 03:15:00"
+    retention_days: int = Field(default=14, ge=1, le=365)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        shorthand = value in ("hourly", "daily", "weekly", "monthly")
+        if not _ON_CALENDAR.match(value) or not (shorthand or any(ch.isdigit() for ch in value)):
+            raise ValueError(
+                f"'{value}' is not a systemd OnCalendar expression such as '*-*-* 03:15:00' or 'daily'"
+            )
+        return value
+
+
 class StackSettings(_Model):
     """Everything the program needs except secrets (which stay Pulumi Outputs)."""
 
@@ -258,6 +288,8 @@ class StackSettings(_Model):
     acme: AcmeSettings
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
 
     @property
     def server_name(self) -> str:
@@ -288,6 +320,11 @@ _FIX_EXAMPLES: dict[str, str] = {
     "tracker.database": "pulumi config set --path 'tracker.database' sqlite3",
     "tracker.announceInterval": "pulumi config set --path 'tracker.announceInterval' 300",
     "tracker.logLevel": "pulumi config set --path 'tracker.logLevel' info",
+    "server.backups": "pulumi config set --path 'server.backups' true",
+    "data.volumeSize": "pulumi config set --path 'data.volumeSize' 20",
+    "data.deleteProtection": "pulumi config set --path 'data.deleteProtection' true",
+    "backup.schedule": "pulumi config set --path 'backup.schedule' '*-*-* 03:15:00'",
+    "backup.retentionDays": "pulumi config set --path 'backup.retentionDays' 14",
 }
 
 _IMAGE_EXAMPLES = {
