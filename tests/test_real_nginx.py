@@ -49,6 +49,7 @@ from tests.realtools import (
     http_request,
     install_live_cert,
     make_test_ca,
+    missing,
     parse_head,
     remap_grafana,
     remap_listens,
@@ -229,6 +230,8 @@ def assert_forwarded_to_grafana(env: Env) -> None:
 
 
 def legacy_client(version: ssl.TLSVersion) -> ssl.SSLContext:
+    if not {"TLSv1": ssl.HAS_TLSv1, "TLSv1_1": ssl.HAS_TLSv1_1}[version.name]:
+        missing(f"Python's OpenSSL ({ssl.OPENSSL_VERSION}) cannot send a {version.name} ClientHello")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TLSv1/TLSv1_1 are deprecated in Python
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
