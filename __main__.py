@@ -87,6 +87,7 @@ docker_host = DockerHost(
         ipv4_address=host.ipv4_address,
         host_public_key=host.host_public_key,
         server_id=host.server.id,
+        server_ready_after=[host.volume_attachment],
         private_key=private_key,
     ),
 )

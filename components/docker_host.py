@@ -18,6 +18,8 @@ from core.settings import StackSettings
 READINESS_SCRIPT = (
     "set -u; cloud-init status --wait --long; rc=$?; "
     'if [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ]; then echo "cloud-init failed ($rc)" >&2; exit "$rc"; fi; '
+    f"mountpoint -q {layout.DATA_ROOT} || "
+    f"{{ echo 'data volume not mounted at {layout.DATA_ROOT}' >&2; exit 1; }}; "
     "docker info --format 'docker {{.ServerVersion}} ready'"
 )
 
@@ -48,6 +50,8 @@ class DockerHostArgs:
     ipv4_address: pulumi.Input[str]
     host_public_key: pulumi.Input[str]
     server_id: pulumi.Input[str]
+    # Resources that must exist before the server is usable (the volume attachment).
+    server_ready_after: list[pulumi.Resource]
     private_key: pulumi.Input[str] | None = None
 
 
@@ -57,7 +61,6 @@ class DockerHost(pulumi.ComponentResource):
     def __init__(self, name: str, args: DockerHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("torrust:index:DockerHost", name, None, opts)
         settings = args.settings
-        child = pulumi.ResourceOptions(parent=self)
 
         # Shared by every remote command: verifies exactly the generated host key.
         self.connection = command.remote.ConnectionArgs(
@@ -75,7 +78,7 @@ class DockerHost(pulumi.ComponentResource):
             create=READINESS_SCRIPT,
             # A replaced server must be waited for again.
             triggers=[args.server_id],
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=args.server_ready_after),
         )
 
         private_key_file = settings.ssh.private_key_file

@@ -47,7 +47,11 @@ class HostArgs:
 
 
 class Host(pulumi.ComponentResource):
-    """One server with a firewall attached and a host key Pulumi knows before the first SSH."""
+    """One server, plus what must outlive it: primary IPs (DNS stays valid) and the data volume.
+
+    The server is replaceable (image, location, user data, SSH keys force a replacement); the IPs
+    and the volume are protected and re-attached to the new server.
+    """
 
     ipv4_address: pulumi.Output[str]
     ipv6_address: pulumi.Output[str]
@@ -87,13 +91,42 @@ class Host(pulumi.ComponentResource):
             opts=child,
         )
 
+        protection = settings.data.delete_protection
+        keep = pulumi.ResourceOptions(parent=self, protect=protection)
+        # Primary IPs survive the server (auto_delete false), so DNS records stay valid.
+        self.primary_ips = {
+            family: hcloud.PrimaryIp(
+                f"{name}-{family}",
+                name=f"{settings.server_name}-{family}",
+                type=family,
+                location=settings.server.location,
+                assignee_type="server",
+                auto_delete=False,
+                delete_protection=protection,
+                labels=labels,
+                opts=keep,
+            )
+            for family in ("ipv4", "ipv6")
+        }
+        # Every stateful path lives on this volume (core.layout.DATA_ROOT).
+        self.volume = hcloud.Volume(
+            f"{name}-volume",
+            name=f"{settings.server_name}-data",
+            size=settings.data.volume_size,
+            location=settings.server.location,
+            format="ext4",
+            delete_protection=protection,
+            labels=labels,
+            opts=keep,
+        )
+
         # The server's SSH host key, generated here so that the readiness step and the Docker
         # provider verify it on first contact (no trust-on-first-use).
         self.host_key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
         user_data: pulumi.Output[str] = pulumi.Output.secret(
-            pulumi.Output.all(self.host_key.private_key_openssh, self.host_key.public_key_openssh).apply(
-                lambda keys: render_cloud_init(settings, keys[0], keys[1])
-            )
+            pulumi.Output.all(
+                self.host_key.private_key_openssh, self.host_key.public_key_openssh, self.volume.id
+            ).apply(lambda values: render_cloud_init(settings, values[0], values[1], values[2]))
         )
 
         self.server = hcloud.Server(
@@ -106,9 +139,25 @@ class Host(pulumi.ComponentResource):
             firewall_ids=[self.firewall.id.apply(int)],
             user_data=user_data,
             labels=labels,
-            public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
+            public_nets=[
+                hcloud.ServerPublicNetArgs(
+                    ipv4_enabled=True,
+                    ipv4=self.primary_ips["ipv4"].id.apply(int),
+                    ipv6_enabled=True,
+                    ipv6=self.primary_ips["ipv6"].id.apply(int),
+                )
+            ],
+            backups=settings.server.backups,
             shutdown_before_deletion=True,
-            opts=child,
+            # The replacement needs the primary IPs and the volume the old server still holds.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
+        self.volume_attachment = hcloud.VolumeAttachment(
+            f"{name}-volume-attachment",
+            server_id=self.server.id.apply(int),
+            volume_id=self.volume.id.apply(int),
+            automount=False,  # cloud-init mounts it with a systemd mount unit Docker requires
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
 
         self.ipv4_address = self.server.ipv4_address
@@ -116,5 +165,10 @@ class Host(pulumi.ComponentResource):
         self.host_public_key = self.host_key.public_key_openssh
         self.user_data = user_data
         self.register_outputs(
-            {"ipv4Address": self.ipv4_address, "ipv6Address": self.ipv6_address, "serverId": self.server.id}
+            {
+                "ipv4Address": self.ipv4_address,
+                "ipv6Address": self.ipv6_address,
+                "serverId": self.server.id,
+                "volumeId": self.volume.id,
+            }
         )

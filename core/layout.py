@@ -31,8 +31,12 @@ PROMETHEUS = "prometheus"
 GRAFANA = "grafana"
 
 # --- Host paths ------------------------------------------------------------------------------
-# All state lives below DATA_ROOT so one directory (later: one volume) holds everything to back up.
+# All state lives below DATA_ROOT, the mount point of the Hetzner Volume, so replacing the server
+# loses nothing. Hetzner exposes a volume as /dev/disk/by-id/scsi-0HC_Volume_<volume id>.
 DATA_ROOT = "/srv/torrust"
+VOLUME_DEVICE_PREFIX = "/dev/disk/by-id/scsi-0HC_Volume_"
+DATA_MOUNT_UNIT = "srv-torrust.mount"  # systemd's name for the mount unit of /srv/torrust
+VOLUME_WAIT_SECONDS = 300
 PINGOO_TLS_DIR = f"{DATA_ROOT}/pingoo/tls"
 LETSENCRYPT_DIR = f"{DATA_ROOT}/letsencrypt"
 TRACKER_LIB_DIR = f"{DATA_ROOT}/tracker/lib"

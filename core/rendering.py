@@ -225,10 +225,16 @@ DOCKER_DAEMON = {
 CONNTRACK_MAX = 1048576
 
 
-def render_cloud_init(settings: StackSettings, host_key_private: str, host_key_public: str) -> str:
+def render_cloud_init(
+    settings: StackSettings, host_key_private: str, host_key_public: str, volume_id: str
+) -> str:
     return render_template(
         "cloud-init/user-data.yaml.j2",
         stack=settings.stack,
+        data_root=layout.DATA_ROOT,
+        volume_device=f"{layout.VOLUME_DEVICE_PREFIX}{volume_id}",
+        mount_unit=layout.DATA_MOUNT_UNIT,
+        volume_wait_seconds=layout.VOLUME_WAIT_SECONDS,
         host_key_private=host_key_private.strip(),
         host_key_public=host_key_public.strip(),
         upgrade_packages=True,

@@ -29,6 +29,8 @@ from tools.program import ProgramRun
 CONTAINER = "docker:index/container:Container"
 NETWORK = "docker:index/network:Network"
 SERVER = "hcloud:index/server:Server"
+PRIMARY_IP = "hcloud:index/primaryIp:PrimaryIp"
+VOLUME = "hcloud:index/volume:Volume"
 FIREWALL = "hcloud:index/firewall:Firewall"
 EVERYONE = ["0.0.0.0/0", "::/0"]
 
@@ -69,6 +71,9 @@ def test_resource_inventory(deploy: Deploy) -> None:
         "torrust:index:Secrets": 1,
         "torrust:index:Host": 1,
         "hcloud:index/sshKey:SshKey": 1,
+        "hcloud:index/primaryIp:PrimaryIp": 2,
+        "hcloud:index/volume:Volume": 1,
+        "hcloud:index/volumeAttachment:VolumeAttachment": 1,
         FIREWALL: 1,
         "tls:index/privateKey:PrivateKey": 1,
         SERVER: 1,
@@ -322,7 +327,10 @@ def test_server_and_cloud_init(deploy: Deploy) -> None:
     assert server.inputs["serverType"] == "cx23"
     assert server.inputs["location"] == "nbg1"
     assert server.inputs["image"] == "docker-ce"
-    assert server.inputs["publicNets"] == [{"ipv4Enabled": True, "ipv6Enabled": True}]
+    ips = {r.inputs["type"]: run.monitor.resources[r.urn].id for r in run.monitor.by_type(PRIMARY_IP)}
+    assert server.inputs["publicNets"] == [
+        {"ipv4Enabled": True, "ipv4": int(ips["ipv4"]), "ipv6Enabled": True, "ipv6": int(ips["ipv6"])}
+    ]
     assert server.inputs["labels"]["stack"] == "dev"
     user_data = secret_value(server.inputs["userData"])  # carries the host private key
     document = yaml.safe_load(user_data)
@@ -482,3 +490,104 @@ def test_plain_text_secret_is_refused(deploy: Deploy) -> None:
     with pytest.raises(Exception, match="grafanaAdminPassword: is stored in plain text"):
         deploy({"grafanaAdminPassword": "plain-text-password-123456"}, secrets={"grafanaAdminPassword": None})
     assert dev_config()  # the example stack itself carries no secret
+
+
+def test_primary_ips_and_volume_outlive_the_server(deploy: Deploy) -> None:
+    run = deploy()
+    for ip in run.monitor.by_type(PRIMARY_IP):
+        assert ip.inputs["autoDelete"] is False and ip.inputs["deleteProtection"] is True
+        assert ip.inputs["assigneeType"] == "server" and ip.inputs["location"] == "nbg1"
+        assert ip.options["protect"] is True
+    assert sorted(ip.inputs["type"] for ip in run.monitor.by_type(PRIMARY_IP)) == ["ipv4", "ipv6"]
+    volume = run.monitor.by_type(VOLUME)[0]
+    assert volume.inputs["format"] == "ext4" and volume.inputs["size"] == 20
+    assert volume.inputs["location"] == "nbg1" and volume.inputs["deleteProtection"] is True
+    assert "serverId" not in volume.inputs  # attached separately, so a new server can take it over
+    assert volume.options["protect"] is True
+    server = run.monitor.by_type(SERVER)[0]
+    assert server.options["deleteBeforeReplace"] is True  # its IPs and volume must be free first
+    attachment = run.monitor.by_type("hcloud:index/volumeAttachment:VolumeAttachment")[0]
+    assert attachment.inputs["volumeId"] == int(run.monitor.resources[volume.urn].id)
+    assert attachment.inputs["serverId"] == int(run.monitor.resources[server.urn].id)
+    assert attachment.inputs["automount"] is False
+    ready = run.monitor.by_type("command:remote:Command")[0]
+    assert attachment.urn in ready.options["dependsOn"]
+    assert f"mountpoint -q {layout.DATA_ROOT}" in ready.inputs["create"]
+
+
+def test_cloud_init_mounts_the_volume_before_docker(deploy: Deploy) -> None:
+    import yaml
+
+    run = deploy()
+    volume_id = run.monitor.resources[run.monitor.by_type(VOLUME)[0].urn].id
+    document = yaml.safe_load(secret_value(run.monitor.by_type(SERVER)[0].inputs["userData"]))
+    files = {f["path"]: f["content"] for f in document["write_files"]}
+    unit = files[f"/etc/systemd/system/{layout.DATA_MOUNT_UNIT}"]
+    assert f"What=/dev/disk/by-id/scsi-0HC_Volume_{volume_id}" in unit
+    assert f"Where={layout.DATA_ROOT}" in unit and "Type=ext4" in unit
+    assert (
+        f"RequiresMountsFor={layout.DATA_ROOT}"
+        in files["/etc/systemd/system/docker.service.d/10-torrust-data.conf"]
+    )
+    commands = [" ".join(map(str, cmd)) for cmd in document["runcmd"]]
+    mounted = commands.index(f"systemctl enable --now {layout.DATA_MOUNT_UNIT}")
+    first_dir = next(i for i, cmd in enumerate(commands) if cmd.startswith("install -d"))
+    assert mounted < first_dir  # data directories are created on the volume, not the root disk
+
+
+def test_delete_protection_can_be_turned_off_for_throwaway_stacks(deploy: Deploy) -> None:
+    run = deploy({"data": {"deleteProtection": False, "volumeSize": 50}, "server": {"backups": True}})
+    for resource in [*run.monitor.by_type(PRIMARY_IP), *run.monitor.by_type(VOLUME)]:
+        assert resource.inputs["deleteProtection"] is False and resource.options["protect"] is False
+    assert run.monitor.by_type(VOLUME)[0].inputs["size"] == 50
+    assert run.monitor.by_type(SERVER)[0].inputs["backups"] is True
+
+
+def test_every_stateful_path_is_on_the_volume(deploy: Deploy) -> None:
+    run = deploy()
+    for registration in run.monitor.by_type(CONTAINER):
+        for volume in registration.inputs.get("volumes") or []:
+            assert volume["hostPath"].startswith(layout.DATA_ROOT + "/"), (registration.name, volume)
+    for entry in run.outputs["backupPaths"]:
+        path = entry["path"]
+        assert path.startswith(layout.DATA_ROOT + "/") or path.startswith("container:"), path
+
+
+def plan_of(run: ProgramRun) -> tuple[dict[str, Any], dict[str, str]]:
+    from tools.plan import cloud_init, resource_record, uploaded_files
+
+    registrations = run.monitor.registrations
+    plan = {
+        "stack": "dev",
+        "resources": [resource_record(r) for r in registrations],
+        "outputs": masked(run.outputs),
+    }
+    files = {
+        f"files/{resource}/{path.lstrip('/')}": content
+        for resource, contents in uploaded_files(registrations).items()
+        for path, content in contents.items()
+    }
+    files["cloud-init.yaml"] = cloud_init(registrations)
+    return plan, files
+
+
+def test_changing_the_server_image_replaces_only_the_server(deploy: Deploy) -> None:
+    from tools.plan_diff import diff_plans
+
+    base = plan_of(deploy())
+    head = plan_of(deploy({"server": {"type": "cx23", "location": "nbg1", "image": "ubuntu-24.04"}}))
+    result = diff_plans(base[0], head[0], base[1], head[1])
+    actions = {r.name: r.action for r in result.resources}
+    assert actions == {"host-server": "replace"}
+    assert [f.path for f in result.files] == ["cloud-init.yaml"]
+    # The volume, its attachment's volume, and the primary IPs are untouched: DNS and data survive.
+    assert not {"host-volume", "host-ipv4", "host-ipv6"} & set(actions)
+
+
+def test_changing_the_server_type_updates_in_place(deploy: Deploy) -> None:
+    from tools.plan_diff import diff_plans
+
+    base = plan_of(deploy())
+    head = plan_of(deploy({"server": {"type": "cpx32", "location": "nbg1", "image": "docker-ce"}}))
+    result = diff_plans(base[0], head[0], base[1], head[1])
+    assert {r.name: r.action for r in result.resources} == {"host-server": "update"}

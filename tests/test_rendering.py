@@ -135,7 +135,7 @@ def test_grafana_datasource_uid_matches_the_dashboards() -> None:
 
 def test_cloud_init_is_valid_yaml_with_the_host_key() -> None:
     private = "-----BEGIN OPENSSH PRIVATE KEY-----\nline1\nline2\n-----END OPENSSH PRIVATE KEY-----\n"
-    text = rendering.render_cloud_init(settings(), private, "ssh-ed25519 AAAAkey host\n")
+    text = rendering.render_cloud_init(settings(), private, "ssh-ed25519 AAAAkey host\n", "4242")
     document = yaml.safe_load(text)
     assert document["ssh_keys"]["ed25519_private"] == private
     assert document["ssh_keys"]["ed25519_public"] == "ssh-ed25519 AAAAkey host"
@@ -154,7 +154,7 @@ def test_cloud_init_is_valid_yaml_with_the_host_key() -> None:
 
 
 def test_docker_daemon_config_is_json() -> None:
-    text = rendering.render_cloud_init(settings(), "k", "p")
+    text = rendering.render_cloud_init(settings(), "k", "p", "4242")
     daemon_file = next(
         f for f in yaml.safe_load(text)["write_files"] if f["path"] == "/etc/docker/daemon.json"
     )

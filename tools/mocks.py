@@ -54,6 +54,11 @@ class DeploymentMocks(pulumi.runtime.Mocks):
                 ipv6Network="2001:db8:10::/64",
                 status="running",
             )
+        elif args.typ == "hcloud:index/primaryIp:PrimaryIp":
+            ipv4 = args.inputs.get("type") == "ipv4"
+            outputs.update(ipAddress=EXAMPLE_IPV4 if ipv4 else EXAMPLE_IPV6)
+            if not ipv4:
+                outputs.update(ipNetwork="2001:db8:10::/64")
         elif args.typ == "tls:index/privateKey:PrivateKey":
             outputs.update(
                 privateKeyOpenssh=EXAMPLE_HOST_PRIVATE_KEY,
@@ -127,6 +132,15 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
         super().__init__(mocks)
         self.registrations: list[Registration] = []
+
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        # The engine does not put the root stack's type into its children's URNs; the stock mock
+        # does (`pulumi:pulumi:Stack$torrust:index:Host`). Match the engine, so that URNs in the plan
+        # are the ones `pulumi preview` shows.
+        if parent and parent.split("::")[2] == "pulumi:pulumi:Stack":
+            parent = ""
+        urn: str = super().make_urn(parent, type_, name)
+        return urn
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
