@@ -591,3 +591,27 @@ def test_changing_the_server_type_updates_in_place(deploy: Deploy) -> None:
     head = plan_of(deploy({"server": {"type": "cpx32", "location": "nbg1", "image": "docker-ce"}}))
     result = diff_plans(base[0], head[0], base[1], head[1])
     assert {r.name: r.action for r in result.resources} == {"host-server": "update"}
+
+
+def test_public_surface_is_exactly_the_firewall(deploy: Deploy) -> None:
+    """Every published port is allowed by the firewall and vice versa (SSH aside), on both families."""
+    run = deploy({"tracker": {"udpPorts": [6969, 6868]}})
+    published_ports: set[tuple[str, int]] = set()
+    for registration in run.monitor.by_type(CONTAINER):
+        families: dict[tuple[str, int], set[str]] = {}
+        for port in registration.inputs.get("ports") or []:
+            assert int(port["internal"]) == int(port["external"]), registration.name
+            families.setdefault((port["protocol"], int(port["external"])), set()).add(port["ip"])
+        for key, ips in families.items():
+            assert ips == {"0.0.0.0", "::"}, (registration.name, key)
+            published_ports.add(key)
+    rules = run.monitor.by_type(FIREWALL)[0].inputs["rules"]
+    allowed = {(r["protocol"], int(r["port"])) for r in rules}
+    assert allowed - published_ports == {("tcp", 22)}
+    assert published_ports == {("tcp", 80), ("tcp", 443), ("tcp", 3443), ("udp", 6969), ("udp", 6868)}
+    for rule in rules:
+        if rule["port"] != "22":
+            assert rule["sourceIps"] == EVERYONE, rule
+    # Never published: the API, HTTP trackers, health check, Prometheus, Grafana, nginx's redirect port.
+    for port in (1212, 1313, 7070, 9090, 3000, 8080):
+        assert ("tcp", port) not in published_ports and ("tcp", port) not in allowed

@@ -89,6 +89,17 @@ BAD_CONFIGS: list[tuple[str, Any, str, str]] = [
     ("server.type", "huge", "not a Hetzner server type", "--path 'server.type' cx23"),
     ("server.image", "45557056", "numeric ID", "--path 'server.image'"),
     ("server.image", "windows-2022", "not supported", "--path 'server.image'"),
+    ("server.backups", "sometimes", "valid boolean", "--path 'server.backups' true"),
+    ("data.volumeSize", 5, "greater than or equal to 10", "--path 'data.volumeSize' 20"),
+    ("data.deleteProtection", "perhaps", "valid boolean", "--path 'data.deleteProtection' true"),
+    ("backup.schedule", "every night", "OnCalendar", "--path 'backup.schedule'"),
+    ("backup.retentionDays", 0, "greater than or equal to 1", "--path 'backup.retentionDays' 14"),
+    (
+        "images.pingoo",
+        "pingooio/pingoo:0.14.7@sha256:abc",
+        "not an image reference",
+        "--path 'images.pingoo'",
+    ),
 ]
 
 
