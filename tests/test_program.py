@@ -7,6 +7,7 @@ or a leaked secret shows up here exactly as `pulumi up` would send it.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -615,3 +616,21 @@ def test_public_surface_is_exactly_the_firewall(deploy: Deploy) -> None:
     # Never published: the API, HTTP trackers, health check, Prometheus, Grafana, nginx's redirect port.
     for port in (1212, 1313, 7070, 9090, 3000, 8080):
         assert ("tcp", port) not in published_ports and ("tcp", port) not in allowed
+
+
+def test_canary_secrets_never_reach_plan_files(deploy: Deploy, tmp_path: Path) -> None:
+    from tools.plan import write_plan
+
+    canaries = {
+        "trackerAdminToken": "CANARY-token-77aa0c1e9f3b45d2",
+        "grafanaAdminPassword": "CANARY-pw-0d9e1f",
+    }
+    run = deploy(secrets=dict(canaries))
+    write_plan("dev", run, tmp_path / "plan", {f"torrust-hybrid-tls:{k}": v for k, v in canaries.items()})
+    written = {p: p.read_text() for p in (tmp_path / "plan").rglob("*") if p.is_file()}
+    assert len(written) == 11
+    for path, text in written.items():
+        for value in canaries.values():
+            assert value not in text, path
+    scrape = written[tmp_path / "plan/files/prometheus/etc/prometheus/prometheus.yml"]
+    assert "<plan-placeholder:trackerAdminToken>" in scrape  # masked where the secret was

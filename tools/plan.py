@@ -16,6 +16,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -99,7 +100,23 @@ def cloud_init(registrations: list[Registration]) -> str:
     return user_data
 
 
-def write_plan(stack: str, run: ProgramRun, out_dir: Path) -> dict[str, Any]:
+def mask_secret_values(text: str, secrets: Mapping[str, str]) -> str:
+    """Replace every configured secret value in a rendered file by its placeholder.
+
+    The plan normally runs on placeholders already (no-op then); this is the second line of
+    defence for a run that was handed real values.
+    """
+    for key, value in sorted(secrets.items(), key=lambda item: -len(item[1])):
+        if value:
+            text = text.replace(value, placeholder(key))
+    return text
+
+
+def write_plan(
+    stack: str, run: ProgramRun, out_dir: Path, secrets: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Write plan.json, the uploaded files and cloud-init; `secrets` (key -> value) are masked."""
+    secrets = secrets or {}
     registrations = run.monitor.registrations
     plan = {
         "stack": stack,
@@ -115,8 +132,8 @@ def write_plan(stack: str, run: ProgramRun, out_dir: Path) -> dict[str, Any]:
         for path, content in files.items():
             target = out_dir / "files" / resource / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(content)
-    (out_dir / "cloud-init.yaml").write_text(cloud_init(registrations))
+            target.write_text(mask_secret_values(content, secrets))
+    (out_dir / "cloud-init.yaml").write_text(mask_secret_values(cloud_init(registrations), secrets))
     return plan
 
 
@@ -167,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {note}", file=sys.stderr)
         asyncio.set_event_loop(asyncio.new_event_loop())
         run = run_program(args.stack, config, secret_keys)
-        plan = write_plan(args.stack, run, out_dir)
+        secret_values = {key: str(config[key]) for key in secret_keys if isinstance(config.get(key), str)}
+        plan = write_plan(args.stack, run, out_dir, secret_values)
     except PlanError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
