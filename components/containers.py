@@ -54,6 +54,12 @@ class ContainerSpec:
     published: Sequence[PublishedPort] = ()
     healthcheck: Sequence[str] | None = None
     command: Sequence[str] | None = None
+    # Linux capabilities added back after dropping ALL (docs/decisions/0006-container-privileges.md).
+    capabilities: Sequence[str] = ()
+    # Open-file limit for containers that hold many sockets (Rust programs don't raise it themselves).
+    nofile: int | None = None
+    stop_signal: str | None = None
+    stop_timeout: int | None = None
 
 
 def publish_both_families(ports: Sequence[PublishedPort]) -> list[docker.ContainerPortArgs]:
@@ -118,5 +124,11 @@ def create_service_container(
         log_driver="json-file",
         log_opts=LOG_OPTS,
         security_opts=["no-new-privileges:true"],
+        capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=sorted(spec.capabilities) or None),
+        ulimits=[docker.ContainerUlimitArgs(name="nofile", soft=spec.nofile, hard=spec.nofile)]
+        if spec.nofile
+        else None,
+        stop_signal=spec.stop_signal,
+        stop_timeout=spec.stop_timeout,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[ready, image], delete_before_replace=True),
     )

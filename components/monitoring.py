@@ -12,6 +12,8 @@ from core.rendering import grafana_static_files, render_grafana_datasource, rend
 from core.settings import StackSettings
 
 PROMETHEUS_RETENTION = "30d"
+# Bounded so that metrics can never fill the data volume the database and certificates live on.
+PROMETHEUS_RETENTION_SIZE = "4GB"
 
 
 def grafana_root_url(settings: StackSettings) -> str:
@@ -36,6 +38,8 @@ def grafana_env(settings: StackSettings, admin_password: pulumi.Input[str]) -> l
         "GF_ANALYTICS_REPORTING_ENABLED=false",
         "GF_ANALYTICS_CHECK_FOR_UPDATES=false",
         "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES=false",
+        # Grafana's internal networks have no egress: don't try to preinstall plugins at start.
+        "GF_PLUGINS_PREINSTALL_DISABLED=true",
     ]
 
 
@@ -57,13 +61,14 @@ class Monitoring(pulumi.ComponentResource):
             ContainerSpec(
                 name=layout.PROMETHEUS,
                 image=settings.images.prometheus,
-                memory_mb=768,
+                memory_mb=512,
                 uploads={layout.PROMETHEUS_CONFIG_FILE: self.prometheus_config},
                 volumes={layout.PROMETHEUS_DATA_DIR: "/prometheus"},
                 command=[
                     f"--config.file={layout.PROMETHEUS_CONFIG_FILE}",
                     "--storage.tsdb.path=/prometheus",
                     f"--storage.tsdb.retention.time={PROMETHEUS_RETENTION}",
+                    f"--storage.tsdb.retention.size={PROMETHEUS_RETENTION_SIZE}",
                 ],
                 healthcheck=[
                     "CMD",

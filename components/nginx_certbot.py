@@ -40,6 +40,10 @@ class NginxCertbot(pulumi.ComponentResource):
                 env=certbot_env(settings),
                 uploads=self.files,
                 volumes={layout.LETSENCRYPT_DIR: "/etc/letsencrypt"},
+                # nginx's master chowns its temp dirs and switches workers to uid 101 (and signals
+                # them); certbot as root writes the challenge into the www-data owned webroot.
+                capabilities=["CHOWN", "DAC_OVERRIDE", "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID"],
+                nofile=65536,
                 published=[PublishedPort(layout.HTTP_PORT), PublishedPort(layout.GRAFANA_TLS_PORT)],
                 # curl is removed from the image; python3 stays for certbot.
                 healthcheck=[

@@ -28,6 +28,12 @@ class PingooEdge(pulumi.ComponentResource):
                 published=[PublishedPort(layout.HTTPS_PORT)],
                 # The image is FROM scratch: no shell, no client, so no health check is possible.
                 healthcheck=None,
+                # Root in the container writing only root-owned paths; Docker lets any process bind
+                # ports < 1024 in its own network namespace, NET_BIND_SERVICE is a safeguard.
+                capabilities=["NET_BIND_SERVICE"],
+                nofile=65536,
+                # Pingoo drains connections for up to 20 s on SIGTERM.
+                stop_timeout=25,
             ),
             args.networks,
             args.ready,

@@ -52,6 +52,13 @@ class Tracker(pulumi.ComponentResource):
                     layout.TRACKER_LOG_DIR: layout.TRACKER_LOG_MOUNT,
                 },
                 published=[PublishedPort(port, "udp") for port in settings.tracker.udp_ports],
+                # The entry script runs as root: adduser, chown/chmod -R, install, then su-exec to
+                # USER_ID; the tracker itself runs without capabilities.
+                capabilities=["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"],
+                nofile=1048576,
+                # The tracker waits for Ctrl-C (SIGINT) only; SIGTERM would run into the kill timeout.
+                stop_signal="SIGINT",
+                stop_timeout=30,
                 healthcheck=[
                     "CMD",
                     "/usr/bin/http_health_check",

@@ -634,3 +634,35 @@ def test_canary_secrets_never_reach_plan_files(deploy: Deploy, tmp_path: Path) -
             assert value not in text, path
     scrape = written[tmp_path / "plan/files/prometheus/etc/prometheus/prometheus.yml"]
     assert "<plan-placeholder:trackerAdminToken>" in scrape  # masked where the secret was
+
+
+EXPECTED_CAPABILITIES = {
+    "pingoo": ["NET_BIND_SERVICE"],
+    "nginx-certbot": ["CHOWN", "DAC_OVERRIDE", "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID"],
+    "tracker": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"],
+    "prometheus": None,
+    "grafana": None,
+}
+
+
+@pytest.mark.parametrize(("name", "adds"), EXPECTED_CAPABILITIES.items())
+def test_containers_drop_every_capability_they_do_not_need(
+    deploy: Deploy, name: str, adds: list[str] | None
+) -> None:
+    run = deploy()
+    capabilities = container(run, name).inputs["capabilities"]
+    assert capabilities.get("drops") == ["ALL"]
+    assert capabilities.get("adds") == adds
+    assert "privileged" not in container(run, name).inputs
+
+
+def test_limits_and_stop_signals(deploy: Deploy) -> None:
+    run = deploy()
+    memory = {name: container(run, name).inputs["memory"] for name in EXPECTED_CAPABILITIES}
+    # Sized for the default cx23 (4 GB): leave at least 800 MB to the OS and dockerd.
+    assert sum(memory.values()) <= 4096 - 800, memory
+    assert container(run, "tracker").inputs["stopSignal"] == "SIGINT"
+    nofile = {n: container(run, n).inputs.get("ulimits") for n in ("pingoo", "nginx-certbot", "tracker")}
+    for name, limits in nofile.items():
+        assert limits and limits[0]["name"] == "nofile" and limits[0]["soft"] >= 65536, name
+    assert "--storage.tsdb.retention.size=4GB" in container(run, "prometheus").inputs["command"]
