@@ -12,6 +12,7 @@ from pathlib import Path
 import pulumi
 from pulumi.runtime.config import is_config_secret
 
+from components.backups import Backups, BackupsArgs
 from components.containers import ServiceArgs
 from components.docker_host import DockerHost, DockerHostArgs, ssh_command
 from components.host import Host, HostArgs
@@ -90,6 +91,10 @@ docker_host = DockerHost(
         server_ready_after=[host.volume_attachment],
         private_key=private_key,
     ),
+)
+backups = Backups(
+    "backups",
+    BackupsArgs(settings=settings, connection=docker_host.connection, ready=docker_host.ready),
 )
 services = pulumi.ResourceOptions(providers=[docker_host.provider])
 networks = docker_host.networks

@@ -79,7 +79,8 @@ def test_resource_inventory(deploy: Deploy) -> None:
         "tls:index/privateKey:PrivateKey": 1,
         SERVER: 1,
         "torrust:index:DockerHost": 1,
-        "command:remote:Command": 1,
+        "command:remote:Command": 2,
+        "torrust:index:Backups": 1,
         "pulumi:providers:docker": 1,
         NETWORK: 6,
         "torrust:index:PingooEdge": 1,
@@ -303,7 +304,7 @@ def test_container_baseline(deploy: Deploy, name: str) -> None:
     assert options["deleteBeforeReplace"] is True
     provider = run.monitor.by_type("pulumi:providers:docker")[0]
     assert options["provider"] == provider.urn
-    ready = run.monitor.by_type("command:remote:Command")[0]
+    ready = run.monitor.one("command:remote:Command", "docker-ready")
     assert ready.urn in options["dependsOn"]
 
 
@@ -366,7 +367,7 @@ def test_docker_provider_verifies_the_generated_host_key(deploy: Deploy) -> None
     assert f"KnownHostsCommand=/bin/echo %H {EXAMPLE_HOST_PUBLIC_KEY}" in opts
     assert "UserKnownHostsFile=/dev/null" in opts
     assert not any("StrictHostKeyChecking=no" in o for o in opts)
-    ready = run.monitor.by_type("command:remote:Command")[0]
+    ready = run.monitor.one("command:remote:Command", "docker-ready")
     assert ready.urn in provider.options["dependsOn"]
     connection = secret_value(ready.inputs["connection"])
     assert connection["host"] == EXAMPLE_IPV4 and connection["user"] == "root"
@@ -378,7 +379,7 @@ def test_docker_provider_verifies_the_generated_host_key(deploy: Deploy) -> None
 
 def test_networks_wait_for_readiness(deploy: Deploy) -> None:
     run = deploy()
-    ready = run.monitor.by_type("command:remote:Command")[0]
+    ready = run.monitor.one("command:remote:Command", "docker-ready")
     for network in run.monitor.by_type(NETWORK):
         assert ready.urn in network.options["dependsOn"]
         assert network.options["deleteBeforeReplace"] is True
@@ -511,7 +512,7 @@ def test_primary_ips_and_volume_outlive_the_server(deploy: Deploy) -> None:
     assert attachment.inputs["volumeId"] == int(run.monitor.resources[volume.urn].id)
     assert attachment.inputs["serverId"] == int(run.monitor.resources[server.urn].id)
     assert attachment.inputs["automount"] is False
-    ready = run.monitor.by_type("command:remote:Command")[0]
+    ready = run.monitor.one("command:remote:Command", "docker-ready")
     assert attachment.urn in ready.options["dependsOn"]
     assert f"mountpoint -q {layout.DATA_ROOT}" in ready.inputs["create"]
 
@@ -666,3 +667,14 @@ def test_limits_and_stop_signals(deploy: Deploy) -> None:
     for name, limits in nofile.items():
         assert limits and limits[0]["name"] == "nofile" and limits[0]["soft"] >= 65536, name
     assert "--storage.tsdb.retention.size=4GB" in container(run, "prometheus").inputs["command"]
+
+
+def test_backup_job_is_installed_after_readiness(deploy: Deploy) -> None:
+    run = deploy({"backup": {"schedule": "*-*-* 04:00:00", "retentionDays": 30}})
+    install = run.monitor.one("command:remote:Command", "backups-install")
+    ready = run.monitor.one("command:remote:Command", "docker-ready")
+    assert ready.urn in install.options["dependsOn"]
+    assert "OnCalendar=*-*-* 04:00:00" in install.inputs["create"]
+    assert "systemctl enable --now torrust-backup.timer" in install.inputs["create"]
+    assert install.inputs["delete"]  # removing the stack disables the timer
+    assert secret_value(install.inputs["connection"])["hostKey"] == EXAMPLE_HOST_PUBLIC_KEY + "\n"
