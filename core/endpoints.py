@@ -55,4 +55,5 @@ def backup_paths() -> list[dict[str, str]]:
         {"path": layout.TRACKER_DATABASE_FILE, "what": "tracker SQLite database (copy with sqlite3 .backup)"},
         {"path": layout.GRAFANA_DATA_DIR, "what": "Grafana database (users, preferences)"},
         {"path": layout.PROMETHEUS_DATA_DIR, "what": "Prometheus TSDB (metrics history)"},
+        {"path": layout.BACKUP_DIR, "what": "nightly backups of all of the above: copy them off the server"},
     ]

@@ -408,6 +408,7 @@ def test_outputs(deploy: Deploy) -> None:
     assert "StrictHostKeyChecking=yes" in outputs["sshCommand"]
     paths = [entry["path"] for entry in outputs["backupPaths"]]
     assert f"{layout.PINGOO_TLS_DIR}/acme.json" in paths and layout.TRACKER_DATABASE_FILE in paths
+    assert layout.LETSENCRYPT_DIR in paths and layout.GRAFANA_DATA_DIR in paths and layout.BACKUP_DIR in paths
     assert outputs["trackerAdminToken"] == "[secret]"
     assert outputs["grafanaAdminPassword"] == "[secret]"
 
