@@ -97,22 +97,19 @@ backups = Backups(
     BackupsArgs(settings=settings, connection=docker_host.connection, ready=docker_host.ready),
 )
 services = pulumi.ResourceOptions(providers=[docker_host.provider])
-networks = docker_host.networks
-ready = docker_host.ready
 
 tracker = Tracker(
     "tracker",
-    TrackerArgs(settings, networks, ready, admin_token=operator_secrets.tracker_admin_token),
+    TrackerArgs(settings, docker_host, admin_token=operator_secrets.tracker_admin_token),
     opts=services,
 )
-pingoo = PingooEdge("pingoo", ServiceArgs(settings, networks, ready), opts=services)
-nginx = NginxCertbot("nginx", ServiceArgs(settings, networks, ready), opts=services)
+pingoo = PingooEdge("pingoo", ServiceArgs(settings, docker_host), opts=services)
+nginx = NginxCertbot("nginx", ServiceArgs(settings, docker_host), opts=services)
 monitoring = Monitoring(
     "monitoring",
     MonitoringArgs(
         settings,
-        networks,
-        ready,
+        docker_host,
         admin_token=operator_secrets.tracker_admin_token,
         grafana_admin_password=operator_secrets.grafana_admin_password,
     ),

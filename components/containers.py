@@ -14,19 +14,20 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_docker as docker
 
+from components.docker_host import DockerHost
 from core import layout
 from core.settings import StackSettings
 
 LOG_OPTS = {"max-size": "10m", "max-file": "5"}
+SERVER_LABEL = DockerHost.SERVER_LABEL
 
 
 @dataclass
 class ServiceArgs:
-    """What every service component needs: settings, the Docker networks and the readiness step."""
+    """What every service component needs: settings and the Docker host (networks, readiness)."""
 
     settings: StackSettings
-    networks: Mapping[str, docker.Network]
-    ready: pulumi.Resource
+    docker_host: DockerHost
 
 
 def secret_env(name: str, value: pulumi.Input[str]) -> pulumi.Output[str]:
@@ -76,15 +77,16 @@ def publish_both_families(ports: Sequence[PublishedPort]) -> list[docker.Contain
 
 
 def create_service_container(
-    spec: ContainerSpec,
-    networks: Mapping[str, docker.Network],
-    ready: pulumi.Resource,
-    parent: pulumi.Resource,
+    spec: ContainerSpec, host: DockerHost, parent: pulumi.Resource
 ) -> docker.Container:
+    networks, ready = host.networks, host.ready
     image = docker.RemoteImage(
         f"{spec.name}-image",
         name=spec.image,
         keep_locally=True,
+        # A replaced server (same IP, same host key, so the same provider config) starts empty:
+        # the server ID makes Pulumi pull the image and re-create the container there.
+        triggers={SERVER_LABEL: host.server_id},
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[ready]),
     )
     networks_advanced = [
@@ -124,6 +126,7 @@ def create_service_container(
         log_driver="json-file",
         log_opts=LOG_OPTS,
         security_opts=["no-new-privileges:true"],
+        labels=[docker.ContainerLabelArgs(label=SERVER_LABEL, value=host.server_id)],
         capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=sorted(spec.capabilities) or None),
         ulimits=[docker.ContainerUlimitArgs(name="nofile", soft=spec.nofile, hard=spec.nofile)]
         if spec.nofile

@@ -58,9 +58,15 @@ class DockerHostArgs:
 class DockerHost(pulumi.ComponentResource):
     """Everything Docker-side that the service components share."""
 
+    # Docker resources carry the server ID (a label, or an image trigger): both force a replacement,
+    # so a replaced server, which keeps its IP and host key and so the provider configuration, gets
+    # its networks and containers re-created instead of Pulumi believing they still exist.
+    SERVER_LABEL = "torrust.server-id"
+
     def __init__(self, name: str, args: DockerHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("torrust:index:DockerHost", name, None, opts)
         settings = args.settings
+        self.server_id = args.server_id
 
         # Shared by every remote command: verifies exactly the generated host key.
         self.connection = command.remote.ConnectionArgs(
@@ -104,7 +110,10 @@ class DockerHost(pulumi.ComponentResource):
                 internal=spec.internal,
                 ipv6=spec.ipv6,
                 ipam_configs=ipam,
-                labels=[docker.NetworkLabelArgs(label="torrust.purpose", value=spec.purpose)],
+                labels=[
+                    docker.NetworkLabelArgs(label="torrust.purpose", value=spec.purpose),
+                    docker.NetworkLabelArgs(label=self.SERVER_LABEL, value=args.server_id),
+                ],
                 opts=pulumi.ResourceOptions.merge(
                     provider_opts, pulumi.ResourceOptions(delete_before_replace=True)
                 ),

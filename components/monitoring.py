@@ -78,8 +78,7 @@ class Monitoring(pulumi.ComponentResource):
                     f"http://127.0.0.1:{layout.PROMETHEUS_PORT}/-/healthy",
                 ],
             ),
-            args.networks,
-            args.ready,
+            args.docker_host,
             self,
         )
 
@@ -103,8 +102,7 @@ class Monitoring(pulumi.ComponentResource):
                     f"http://127.0.0.1:{layout.GRAFANA_PORT}/api/health",
                 ],
             ),
-            args.networks,
-            args.ready,
+            args.docker_host,
             self,
         )
         self.register_outputs({"prometheus": self.prometheus.name, "grafana": self.grafana.name})

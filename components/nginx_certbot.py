@@ -53,8 +53,7 @@ class NginxCertbot(pulumi.ComponentResource):
                     f"import urllib.request; urllib.request.urlopen('{HEALTH_URL}', timeout=4)",
                 ],
             ),
-            args.networks,
-            args.ready,
+            args.docker_host,
             self,
         )
         self.register_outputs({"container": self.container.name})

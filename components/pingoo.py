@@ -35,8 +35,7 @@ class PingooEdge(pulumi.ComponentResource):
                 # Pingoo drains connections for up to 20 s on SIGTERM.
                 stop_timeout=25,
             ),
-            args.networks,
-            args.ready,
+            args.docker_host,
             self,
         )
         self.register_outputs({"container": self.container.name})

@@ -65,8 +65,7 @@ class Tracker(pulumi.ComponentResource):
                     f"http://127.0.0.1:{layout.TRACKER_HEALTH_PORT}/health_check",
                 ],
             ),
-            args.networks,
-            args.ready,
+            args.docker_host,
             self,
         )
         self.register_outputs({"container": self.container.name})

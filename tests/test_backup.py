@@ -214,7 +214,7 @@ def test_component_installs_after_readiness_and_reinstalls_on_change() -> None:
     digests = [t for t in triggers if isinstance(t, str) and re.fullmatch(r"[0-9a-f]{64}", t)]
     assert digests == [backup.install_script_digest(stack)]
     # A replaced server has a new readiness Command ID: the timer is installed there too.
-    assert triggers == [digests[0], "docker-ready-id"]
+    assert triggers == [digests[0], monitor.resources[ready.urn].id]
     # The SDK marks the whole connection secret (it may carry a private key).
     assert is_secret(install.inputs["connection"])
     assert reveal(install.inputs["connection"])["host"] == EXAMPLE_IPV4

@@ -469,7 +469,10 @@ def test_git_server_image_change(scratch: Path) -> None:
     lines = markdown.splitlines()
     assert lines[3].startswith("### ⚠️ SERVER REPLACED"), lines[:5]
     assert '`image`: "docker-ce" → "ubuntu-24.04"' in markdown
-    assert "tracker" in {c["name"] for c in summary["consequences"]}
+    # Everything on the server is re-created there; the volume and the IPs are not touched.
+    assert actions(summary)["tracker"] == "replace"
+    assert actions(summary)["host-volume-attachment"] == "replace"
+    assert not {"host-volume", "host-ipv4", "host-ipv6"} & set(actions(summary))
 
 
 def test_git_bad_ref_fails_cleanly(scratch: Path) -> None:

@@ -306,6 +306,11 @@ def test_container_baseline(deploy: Deploy, name: str) -> None:
     assert options["provider"] == provider.urn
     ready = run.monitor.one("command:remote:Command", "docker-ready")
     assert ready.urn in options["dependsOn"]
+    # The server ID forces re-creation on a replaced server (same IP and host key, empty Docker).
+    server_id = run.monitor.resources[run.monitor.by_type(SERVER)[0].urn].id
+    assert inputs["labels"] == [{"label": "torrust.server-id", "value": server_id}]
+    image = run.monitor.one("docker:index/remoteImage:RemoteImage", f"{name}-image")
+    assert image.inputs["triggers"] == {"torrust.server-id": server_id}
 
 
 def test_images_are_pinned_from_config(deploy: Deploy) -> None:
@@ -380,7 +385,9 @@ def test_docker_provider_verifies_the_generated_host_key(deploy: Deploy) -> None
 def test_networks_wait_for_readiness(deploy: Deploy) -> None:
     run = deploy()
     ready = run.monitor.one("command:remote:Command", "docker-ready")
+    server_id = run.monitor.resources[run.monitor.by_type(SERVER)[0].urn].id
     for network in run.monitor.by_type(NETWORK):
+        assert {"label": "torrust.server-id", "value": server_id} in network.inputs["labels"]
         assert ready.urn in network.options["dependsOn"]
         assert network.options["deleteBeforeReplace"] is True
 
@@ -574,17 +581,29 @@ def plan_of(run: ProgramRun) -> tuple[dict[str, Any], dict[str, str]]:
     return plan, files
 
 
-def test_changing_the_server_image_replaces_only_the_server(deploy: Deploy) -> None:
+def test_changing_the_server_image_keeps_volume_ips_and_dns(deploy: Deploy) -> None:
+    """The server is replaced; what lives on it is re-created there; data, addresses and keys stay."""
     from tools.plan_diff import diff_plans
 
     base = plan_of(deploy())
     head = plan_of(deploy({"server": {"type": "cx23", "location": "nbg1", "image": "ubuntu-24.04"}}))
     result = diff_plans(base[0], head[0], base[1], head[1])
     actions = {r.name: r.action for r in result.resources}
-    assert actions == {"host-server": "replace"}
+    assert actions.pop("host-server") == "replace"
+    on_the_server = {
+        "host-volume-attachment",
+        "docker-ready",
+        "backups-install",
+        *(f"docker-net-{spec.key}" for spec in layout.NETWORKS),
+        *(f"{name}-image" for name in EXPECTED_CAPABILITIES),
+        *EXPECTED_CAPABILITIES,
+    }
+    assert actions == dict.fromkeys(on_the_server, "replace")
     assert [f.path for f in result.files] == ["cloud-init.yaml"]
-    # The volume, its attachment's volume, and the primary IPs are untouched: DNS and data survive.
-    assert not {"host-volume", "host-ipv4", "host-ipv6"} & set(actions)
+    # Untouched: the volume and the primary IPs (so data and DNS survive), firewall, keys, secrets.
+    untouched = {"host-volume", "host-ipv4", "host-ipv6", "host-firewall", "host-host-key", "host-ssh-key-0"}
+    assert not untouched & set(actions)
+    assert not [c for c in result.outputs if c.path.startswith(("serverIpv4", "serverIpv6", "dnsRecords"))]
 
 
 def test_changing_the_server_type_updates_in_place(deploy: Deploy) -> None:

@@ -8,6 +8,7 @@ inputs exactly as serialized (camelCase keys, secrets still marked) and the reso
 
 from __future__ import annotations
 
+import json
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 SECRET_MASK = "[secret]"
+# hcloud_server attributes with ForceNew (research/pulumi.md §4.2).
+SERVER_REPLACING_INPUTS = ("image", "location", "datacenter", "userData", "sshKeys")
 UNKNOWN_MASK = "[unknown]"
 
 EXAMPLE_IPV4 = "203.0.113.10"
@@ -42,8 +45,14 @@ class DeploymentMocks(pulumi.runtime.Mocks):
         # hcloud IDs are integers (the program converts them with int()). Derive them from the name,
         # not from a counter: registration order varies between runs, and an ID that moves would show
         # up in plan diffs as a changed (ForceNew) server input.
+        identity = args.name
+        if args.typ == "hcloud:index/server:Server":
+            # A replaced server gets a new ID, as in Hetzner: derive it from the inputs that force a
+            # replacement, so that the plan shows everything that follows from it.
+            replacing = [args.inputs.get(key) for key in SERVER_REPLACING_INPUTS]
+            identity += json.dumps(replacing, sort_keys=True, default=str)
         resource_id = (
-            str(1000 + zlib.crc32(args.name.encode()) % 900000)
+            str(1000 + zlib.crc32(identity.encode()) % 900000)
             if args.typ.startswith("hcloud:")
             else f"{args.name}-id"
         )
@@ -68,6 +77,9 @@ class DeploymentMocks(pulumi.runtime.Mocks):
             )
         elif args.typ == "command:remote:Command":
             outputs.update(stdout="docker 28.2.2 ready", stderr="")
+            # A command re-created by its triggers gets a new ID (as pulumi-command does).
+            triggers = json.dumps(args.inputs.get("triggers"), sort_keys=True, default=str)
+            resource_id = f"{args.name}-{zlib.crc32(triggers.encode()):08x}"
         elif args.typ == "docker:index/remoteImage:RemoteImage":
             outputs.update(
                 imageId=f"sha256:{'0' * 64}", repoDigest=f"{args.inputs.get('name')}@sha256:{'0' * 64}"

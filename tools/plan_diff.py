@@ -101,6 +101,21 @@ RULES: dict[str, Rule] = {
         in_place=_names("keepLocally forceRemove"),
         source="resource_docker_image.go (ForceNew)",
     ),
+    "hcloud:index/volumeAttachment:VolumeAttachment": Rule(
+        force_new=_names("volumeId serverId"),
+        in_place=_names("automount"),
+        source="terraform-provider-hcloud internal/volume/resource_attachment.go (ForceNew)",
+    ),
+    "hcloud:index/volume:Volume": Rule(
+        force_new=_names("location"),
+        in_place=_names("name size labels serverId automount deleteProtection format"),
+        source="terraform-provider-hcloud internal/volume/resource.go (location ForceNew; size grows in place)",
+    ),
+    "hcloud:index/primaryIp:PrimaryIp": Rule(
+        force_new=_names("type location datacenter"),
+        in_place=_names("name labels autoDelete deleteProtection assigneeId assigneeType"),
+        source="terraform-provider-hcloud primary IP (bound to a location)",
+    ),
     "hcloud:index/sshKey:SshKey": Rule(
         force_new=_names("publicKey"),
         in_place=_names("name labels"),
