@@ -109,7 +109,7 @@ RULES: dict[str, Rule] = {
     "hcloud:index/volume:Volume": Rule(
         force_new=_names("location"),
         in_place=_names("name size labels serverId automount deleteProtection format"),
-        source="terraform-provider-hcloud internal/volume/resource.go (location ForceNew; size grows in place)",
+        source="terraform-provider-hcloud internal/volume/resource.go (location ForceNew; size in place)",
     ),
     "hcloud:index/primaryIp:PrimaryIp": Rule(
         force_new=_names("type location datacenter"),
