@@ -22,9 +22,14 @@ from components.pingoo import PingooEdge
 from components.secrets import Secrets, SecretsArgs
 from components.tracker import Tracker, TrackerArgs
 from core.endpoints import backup_paths, dns_records, endpoints
-from core.settings import PROJECT, ConfigError, StackSettings, check_secret_value, load_settings
-
-SECRET_MIN_LENGTHS = {"trackerAdminToken": 24, "grafanaAdminPassword": 16}
+from core.settings import (
+    PROJECT,
+    SECRET_MIN_LENGTHS,
+    ConfigError,
+    StackSettings,
+    check_secret_value,
+    load_settings,
+)
 
 
 def load_configuration() -> tuple[StackSettings, dict[str, pulumi.Output[str]]]:

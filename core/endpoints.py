@@ -28,7 +28,7 @@ def endpoints(settings: StackSettings, ipv4: str) -> dict[str, Any]:
 def dns_records(settings: StackSettings, ipv4: str, ipv6: str) -> list[dict[str, str]]:
     """A and AAAA for every public name, plus a BEP 34 TXT record for the UDP tracker name."""
     domains = settings.domains
-    names = [domains.tracker_api, *domains.http_trackers, domains.grafana]
+    names = list(domains.pingoo_names)
     if domains.udp_tracker and domains.udp_tracker not in names:
         names.append(domains.udp_tracker)
     records = []

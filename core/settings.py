@@ -27,14 +27,14 @@ PROJECT = "torrust-hybrid-tls"
 
 # Top-level structured keys, in the order the README documents them.
 STRUCTURED_KEYS = ("server", "ssh", "domains", "acme", "tracker", "images", "data", "backup")
-SECRET_KEYS = ("trackerAdminToken", "grafanaAdminPassword")
+# Operator secrets (top-level keys, set with --secret, generated when unset) and their minimum length.
+SECRET_MIN_LENGTHS = {"trackerAdminToken": 24, "grafanaAdminPassword": 16}
+SECRET_KEYS = tuple(SECRET_MIN_LENGTHS)
 
 # Hetzner Cloud locations (https://docs.hetzner.cloud/#locations). A typo here would only fail
 # half-way through `pulumi up`, so it is checked up front.
 HETZNER_LOCATIONS = ("fsn1", "nbg1", "hel1", "ash", "hil", "sin")
 
-# Ports the edge owns on the host; a UDP tracker may not take them, nor may the internal HTTP ports.
-RESERVED_TCP_PORTS = (22, 80, 443, 3443)
 
 _DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # registry[:port]/path[:tag][@sha256:digest]; the tag is mandatory unless a digest pins the image.
@@ -186,9 +186,8 @@ class DomainSettings(_Model):
 
     @model_validator(mode="after")
     def _distinct(self) -> DomainSettings:
-        names = [self.tracker_api, *self.http_trackers, self.grafana]
         seen: set[str] = set()
-        for name in names:
+        for name in self.pingoo_names:
             if name in seen:
                 raise ValueError(
                     f"'{name}' is used twice; the API, each HTTP tracker and Grafana need their own names "
