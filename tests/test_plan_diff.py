@@ -182,6 +182,8 @@ def test_server_replacement_is_loud_and_first() -> None:
     assert lines[0] == pd.MARKER
     assert lines[3].startswith("### ⚠️ SERVER REPLACED")
     assert markdown.index("⚠️ SERVER") < markdown.index("| Action |")
+    # Primary IPs and the generated host key persist (decision 0007): no "new IP" scare.
+    assert "new IP" not in markdown and "Primary IPs, the Pulumi-generated SSH host key" in markdown
 
 
 def test_server_user_data_through_cloud_init_and_in_place_fields() -> None:

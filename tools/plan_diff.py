@@ -851,9 +851,10 @@ def render_markdown(result: PlanDiff, max_chars: int = DEFAULT_MAX_CHARS) -> str
         top += [
             f"### ⚠️ SERVER {verb}: `{server.name}`",
             "",
-            "> A new server gets a new IP address and SSH host key; whatever lives only on its disk"
-            " (tracker database, certificates, Grafana and Prometheus data) is lost; DNS records must"
-            " follow.",
+            "> Every container is re-created on the new server: the services are down until it is"
+            " ready. The Primary IPs, the Pulumi-generated SSH host key and the Volume (`/srv/torrust`:"
+            " tracker database, certificates, Grafana and Prometheus data) carry over; whatever lives"
+            " only on the old server's disk is lost.",
         ]
         forcing = [c for c in server.changes if c.forces_replacement]
         top += (
