@@ -236,8 +236,16 @@ class ImageSettings(_Model):
     pingoo: ImageRef = "pingooio/pingoo:0.14.7"
     nginx_certbot: ImageRef = "jonasal/nginx-certbot:6.2.0-nginx1.31.2"
     tracker: ImageRef = "torrust/tracker:develop"
-    prometheus: ImageRef = "prom/prometheus:v3.11.2"
-    grafana: ImageRef = "grafana/grafana:12.4.2"
+    # Newest patch of a supported line, as stored sources showed them on 2026-11-26 (read that day):
+    # Prometheus 3.13 is an LTS line (supported until July 2027; 3.11 is end of life); 3.13.3 of
+    # 2026-09-07 is the newest entry of github.com/prometheus/prometheus/releases ([SECURITY] Go
+    # dependency bumps, TSDB and scrape fixes). Grafana 12.4 is the last 12.x minor (extended
+    # support until May 2027; 13.x saves dashboards as v2 JSON, which our file provisioning is not
+    # ready for); its newest patch is 12.4.14 (packaged upstream 2026-11-04, Alpine v3.24 grafana
+    # 12.4.14-r0); a Grafana maintainer recommended "at least 12.4.11" on 2026-09-15
+    # (grafana/grafana#118510). Release notes: github.com/grafana/grafana/blob/main/CHANGELOG.md.
+    prometheus: ImageRef = "prom/prometheus:v3.13.3"
+    grafana: ImageRef = "grafana/grafana:12.4.14"
 
     def mutable(self) -> list[str]:
         """Images pinned by a tag that upstream moves (no digest): worth a warning, not an error."""
@@ -330,8 +338,8 @@ _IMAGE_EXAMPLES = {
     "pingoo": "pingooio/pingoo:0.14.7",
     "nginxCertbot": "jonasal/nginx-certbot:6.2.0-nginx1.31.2",
     "tracker": "torrust/tracker:develop",
-    "prometheus": "prom/prometheus:v3.11.2",
-    "grafana": "grafana/grafana:12.4.2",
+    "prometheus": "prom/prometheus:v3.13.3",
+    "grafana": "grafana/grafana:12.4.14",
 }
 
 

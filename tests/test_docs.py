@@ -56,3 +56,17 @@ def test_pr_previews_lists_the_plan_diff_classes() -> None:
     doc = text("docs/pr-previews.md")
     for name in sorted(plan_diff.RULES[plan_diff.CONTAINER_TYPE].not_applied):
         assert f"`{name}`" in doc, name
+
+
+def test_monitoring_image_defaults_agree_everywhere() -> None:
+    from core.settings import _IMAGE_EXAMPLES, ImageSettings
+
+    defaults = ImageSettings()
+    dev = yaml.safe_load(text("Pulumi.dev.yaml"))["config"]["torrust-hybrid-tls:images"]
+    readme = text("README.md")
+    for key in ("prometheus", "grafana"):
+        value = getattr(defaults, key)
+        assert _IMAGE_EXAMPLES[key] == value and dev[key] == value
+        assert f"| `images.{key}` | `{value}` |" in readme
+    assert defaults.prometheus == "prom/prometheus:v3.13.3"  # 3.11 is end of life
+    assert defaults.grafana == "grafana/grafana:12.4.14"

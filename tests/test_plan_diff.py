@@ -538,14 +538,14 @@ def test_git_grafana_host_rename(scratch: Path) -> None:
 def test_git_image_bump(scratch: Path) -> None:
     markdown, summary = run_diff(
         scratch,
-        replace_in("Pulumi.dev.yaml", "grafana/grafana:12.4.2", "grafana/grafana:12.4.3"),
+        replace_in("Pulumi.dev.yaml", "grafana/grafana:12.4.14", "grafana/grafana:12.4.15"),
         branch="img",
     )
     replaced = [r for r in summary["resources"] if r["action"] == "replace" and r["type"] == CONTAINER]
     assert [r["name"] for r in replaced] == ["grafana"]
     assert actions(summary)["grafana-image"] == "replace"
     assert summary["serverReplaced"] is False
-    assert '`image`: "grafana/grafana:12.4.2" → "grafana/grafana:12.4.3"' in markdown
+    assert '`image`: "grafana/grafana:12.4.14" → "grafana/grafana:12.4.15"' in markdown
 
 
 def test_git_secret_change(scratch: Path) -> None:
