@@ -236,6 +236,7 @@ def test_provider_rule_classes(type_: str, key: str, old: Any, new: Any, action:
         assert diff.not_applied and result.to_json()["resources"][0]["notApplied"]
         assert "⚠️ not applied" in markdown and f"**{rule}** by the provider" in markdown
         assert ("doesn't support update" in markdown) == (rule == "no update")
+        assert "in place:" not in markdown, "a change the provider cannot apply is not 'in place'"
     else:
         assert not diff.not_applied and "not applied" not in markdown
 

@@ -578,9 +578,9 @@ def _diff_resource(
     if replacing:
         rules = sorted({c.rule for c in replacing})
         reasons.append(f"{', '.join(f'`{t}`' for t in tops)} changed ({'; '.join(rules)})")
-    elif effective:
+    elif applied := [c for c in effective if c not in stuck]:
         reasons.append(
-            "in place: " + ", ".join(sorted({f"`{c.path.split('.')[0].split('[')[0]}`" for c in effective}))
+            "in place: " + ", ".join(sorted({f"`{c.path.split('.')[0].split('[')[0]}`" for c in applied}))
         )
     if unknown and not replacing:
         reasons.append(
