@@ -62,6 +62,15 @@ def load_configuration() -> tuple[StackSettings, dict[str, pulumi.Output[str]]]:
                 "      fix: pulumi config set --path 'ssh.privateKeyFile' ~/.ssh/id_ed25519"
                 "   (or remove it to use ssh-agent)"
             )
+    if os.environ.get("DOCKER_CONTEXT"):
+        # The Docker provider reads DOCKER_CONTEXT and lets it override `host`, so the containers
+        # would go to that context's daemon instead of the server (kreuzwerker/terraform-provider-docker
+        # v4.5.0 internal/provider/provider.go: `context` defaults to $DOCKER_CONTEXT; configure()).
+        problems.append(
+            f"  - DOCKER_CONTEXT={os.environ['DOCKER_CONTEXT']!r} is set in this environment: the Docker "
+            "provider would use that context instead of the server\n"
+            "      fix: unset DOCKER_CONTEXT   (then run the command again)"
+        )
     if problems or settings is None:
         raise ConfigError("Invalid stack configuration:\n" + "\n".join(problems))
     return settings, secrets
