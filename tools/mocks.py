@@ -34,6 +34,7 @@ EXAMPLE_HOST_PRIVATE_KEY = (
     "-----END OPENSSH PRIVATE KEY-----\n"
 )
 GENERATED_PASSWORD = "plan-placeholder-generated-by-pulumi-random"
+EXAMPLE_EXISTING_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlanPlaceholderKeyAlreadyInTheProject000"
 EXAMPLE_HOST_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlanPlaceholderHostKeyGeneratedAtUpTime0000"
 
 
@@ -89,7 +90,22 @@ class DeploymentMocks(pulumi.runtime.Mocks):
         return resource_id, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        return {}, None
+        if args.token == "hcloud:index/getSshKey:getSshKey":
+            # An SSH key already in the Hetzner project (ssh.existingKeys), as the provider's data
+            # source returns it: looked up by `id` or by `name`.
+            ref = args.args.get("id") or args.args.get("name")
+            key_id = (
+                int(ref) if isinstance(ref, (int, float)) else 1000 + zlib.crc32(str(ref).encode()) % 900000
+            )
+            name = args.args.get("name") or f"existing-key-{key_id}"
+            return {
+                "id": key_id,
+                "name": name,
+                "fingerprint": "00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00",
+                "publicKey": EXAMPLE_EXISTING_PUBLIC_KEY,
+                "labels": {},
+            }, []
+        return {}, []
 
 
 @dataclass
