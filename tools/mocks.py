@@ -121,8 +121,24 @@ class Registration:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def _integral(value: Any) -> Any:
+    """Whole floats as ints, everywhere in a decoded Struct.
+
+    The engine receives inputs as a protobuf Struct, whose only number type is a double, so a port
+    of 443 arrives as 443.0; the provider converts it back to its schema's integer. The plan shows
+    what the program meant: an integral number is an int (a fractional one stays a float).
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
+
+
 def struct_to_python(value: struct_pb2.Struct) -> dict[str, Any]:
-    result: dict[str, Any] = json_format.MessageToDict(value)
+    result: dict[str, Any] = _integral(json_format.MessageToDict(value))
     return result
 
 
