@@ -3,13 +3,20 @@ provider over SSH, the data volume and the metadata service."""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from components.docker_host import RELEASE_VOLUME_SCRIPT
+from core import rendering
 from core.settings import ConfigError, load_settings
 from tests.conftest import Deploy, dev_config
+from tests.realtools import require_tool, run
+from tools.mocks import reveal
 from tools.program import ProgramRun
 
 CONTAINER = "docker:index/container:Container"
@@ -127,3 +134,84 @@ def test_server_type_must_be_sold_in_the_location(server_type: str, location: st
     # The suggestion is itself accepted for that location.
     load_settings("dev", {**dev_config(), "server": {"type": valid.group(1), "location": location}}.get)
     assert "fix: pulumi config set --path 'server.type'" in message
+
+
+# --- The host: cloud-init, the readiness step's delete ----------------------------------------------
+
+
+def cloud_init(run: ProgramRun) -> dict[str, Any]:
+    server = run.monitor.by_type(SERVER)[0]
+    document: dict[str, Any] = yaml.safe_load(reveal(server.inputs["userData"]))
+    return document
+
+
+def written(document: dict[str, Any], path: str) -> str:
+    content: str = next(f for f in document["write_files"] if f["path"] == path)["content"]
+    return content
+
+
+@pytest.mark.parametrize(
+    ("image", "experimental"),
+    [("docker-ce", False), ("debian-12", True), ("ubuntu-24.04", True), ("debian-13", True)],
+)
+def test_distribution_docker_gets_experimental_for_ip6tables(
+    deploy: Deploy, image: str, experimental: bool
+) -> None:
+    document = cloud_init(deploy({"server": {"image": image}}))
+    daemon = json.loads(written(document, "/etc/docker/daemon.json"))
+    assert daemon["ip6tables"] is True
+    assert daemon.get("experimental", False) is experimental
+    assert ("docker.io" in document["packages"]) is experimental
+
+
+def test_sshd_admits_the_providers_parallel_dials(deploy: Deploy) -> None:
+    drop_in = written(cloud_init(deploy()), "/etc/ssh/sshd_config.d/10-torrust.conf")
+    assert f"MaxStartups {rendering.SSHD_MAX_STARTUPS}\n" in drop_in
+    begin = int(rendering.SSHD_MAX_STARTUPS.split(":")[0])
+    assert begin >= 64  # every network, image and container dial of one `up` at once, with margin
+
+
+def test_containers_cannot_reach_the_metadata_service(deploy: Deploy) -> None:
+    document = cloud_init(deploy())
+    script = written(document, rendering.METADATA_BLOCK_SCRIPT_PATH)
+    assert "iptables -w -I DOCKER-USER 1 -d 169.254.169.254/32 -j REJECT" in script
+    assert "iptables -w -I FORWARD 1 -j DOCKER-USER" in script
+    unit = written(document, f"/etc/systemd/system/{rendering.METADATA_BLOCK_UNIT}")
+    assert f"ExecStart={rendering.METADATA_BLOCK_SCRIPT_PATH}" in unit
+    # Before dockerd starts containers, and re-run with every docker restart.
+    assert "Before=docker.service" in unit and "PartOf=docker.service" in unit
+    assert "WantedBy=docker.service" in unit
+    runcmd = document["runcmd"]
+    enable = ["systemctl", "enable", "--now", rendering.METADATA_BLOCK_UNIT]
+    assert enable in runcmd
+    assert runcmd.index(enable) < runcmd.index(["systemctl", "enable", "--now", "docker"])
+
+
+def test_readiness_delete_releases_the_volume_before_the_detach(deploy: Deploy) -> None:
+    run = deploy()
+    ready = run.monitor.one("command:remote:Command", "docker-ready")
+    attachment = run.monitor.by_type("hcloud:index/volumeAttachment:VolumeAttachment")[0]
+    # Pulumi deletes dependents first: every container and the backup job before `ready`, and
+    # `ready` (its delete script) before the VolumeAttachment it depends on.
+    assert attachment.urn in ready.options["dependsOn"]
+    assert ready.inputs["delete"] == RELEASE_VOLUME_SCRIPT
+    assert ready.options["deleteBeforeReplace"] is True
+    for name in CONTAINERS:
+        assert ready.urn in run.monitor.one(CONTAINER, name).options["dependsOn"]
+    assert ready.urn in run.monitor.one("command:remote:Command", "backups-install").options["dependsOn"]
+    script = RELEASE_VOLUME_SCRIPT
+    stop_docker = script.index("systemctl stop docker.socket docker.service")
+    assert script.index("docker stop --time 30") < stop_docker < script.index("umount /srv/torrust")
+    assert "exit 1" in script  # a volume that stays mounted stops the detach
+
+
+def test_host_scripts_pass_shellcheck(tmp_path: Path) -> None:
+    shellcheck = require_tool("shellcheck")
+    scripts = {
+        "release-volume.sh": "#!/bin/sh\n" + RELEASE_VOLUME_SCRIPT + "\n",
+        "block-metadata.sh": rendering.metadata_block_script(),
+    }
+    for name, text in scripts.items():
+        (tmp_path / name).write_text(text)
+        result = run([shellcheck, "--shell=sh", "--severity=style", str(tmp_path / name)])
+        assert result.returncode == 0, f"{name}:\n{result.stdout}{result.stderr}"
