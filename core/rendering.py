@@ -228,8 +228,8 @@ CONNTRACK_MAX = 1048576
 def docker_daemon(settings: StackSettings) -> dict[str, object]:
     """daemon.json for the Docker the image ships (docker-ce) or the distribution's docker.io.
 
-    Distribution docker.io below Docker 27 (Debian 12: 20.10.24, Debian 13: 26.1.5) refuses to start
-    with ip6tables unless experimental is on: moby daemon/daemon_unix.go verifyDaemonSettings,
+    Distribution docker.io below Docker 27 (Debian 12: 20.10.24) refuses to start with ip6tables
+    unless experimental is on: moby daemon/daemon_unix.go verifyDaemonSettings,
     "ip6tables rules are only available if experimental features are enabled" (removed in 27.0).
     tests/test_real_docker_host.py starts the real dockerd 20.10.24 with both files.
     docs/decisions/0011-first-deploy-host.md.
