@@ -23,6 +23,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -226,9 +227,19 @@ def busybox_image(daemon: Dockerd, tmp_path: Path) -> str:
     return "torrust-probe:busybox"
 
 
-def metadata_service(host: Netns, tmp_path: Path) -> tuple[Netns, Proc]:
+def host_fetch(host: Netns) -> subprocess.CompletedProcess[str]:
+    """The host itself reading the user data (as cloud-init does), with Python's urllib."""
+    code = (
+        "import sys, urllib.request; "
+        "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())"
+    )
+    return run(host.argv(sys.executable, "-c", code, f"http://{METADATA}/userdata"), timeout=30)
+
+
+def metadata_service(host: Netns, tmp_path: Path, namespaces: list[Netns]) -> Proc:
     """A second namespace owning 169.254.169.254, reached from `host` through a veth (FORWARD)."""
     meta = Netns("h8md")
+    namespaces.append(meta)
     run(["ip", "link", "add", "h8veth-h", "netns", host.name, "type", "veth", "peer", "name", "h8veth-m",
          "netns", meta.name], check=True)  # fmt: skip
     host.exec("ip", "addr", "add", "10.253.0.1/30", "dev", "h8veth-h")
@@ -246,17 +257,12 @@ def metadata_service(host: Netns, tmp_path: Path) -> tuple[Netns, Proc]:
         tmp_path,
     )
     deadline = time.monotonic() + 15
-    while (
-        "200"
-        not in host.exec(
-            "sh", "-c", f"wget -q -S -O /dev/null http://{METADATA}/userdata 2>&1 || true"
-        ).stdout
-    ):
+    while host_fetch(host).stdout != USER_DATA:
         if time.monotonic() > deadline or not server.running():
             server.stop()
             raise AssertionError(f"metadata stand-in not reachable from the host:\n{server.log()}")
         time.sleep(0.2)
-    return meta, server
+    return server
 
 
 def fetch_from_container(daemon: Dockerd, image: str) -> subprocess.CompletedProcess[str]:
@@ -273,18 +279,16 @@ def fetch_from_container(daemon: Dockerd, image: str) -> subprocess.CompletedPro
 def test_containers_cannot_read_the_metadata_service(
     namespaces: list[Netns], tmp_path: Path, dev_plan: RenderedPlan
 ) -> None:
-    require_tool("wget")
     document = yaml.safe_load(dev_plan.cloud_init.read_text())
     script = next(f for f in document["write_files"] if f["path"] == rendering.METADATA_BLOCK_SCRIPT_PATH)
     script_file = tmp_path / "block-metadata"
     script_file.write_text(script["content"])
     host = Netns("h8dm")
     namespaces.append(host)
-    meta, server = metadata_service(host, tmp_path)
-    namespaces.append(meta)
+    server = metadata_service(host, tmp_path, namespaces)
     # The host itself (cloud-init) still reads it: the rule is for forwarded traffic only.
     host.exec("sh", str(script_file))
-    host.exec("wget", "-q", "-O", "/dev/null", f"http://{METADATA}/userdata")
+    assert host_fetch(host).stdout == USER_DATA
     try:
         with dockerd_in(host, rendering.docker_daemon(settings_for("debian-12"))) as daemon:
             daemon.start()
