@@ -17,7 +17,7 @@ import pytest
 
 from components.dns_gate import SCRIPT, gate_command
 from core.dns import expected_addresses
-from core.settings import load_settings
+from core.settings import StackSettings, load_settings
 from tests.conftest import dev_config
 from tests.realtools import LOOPBACK4, ChallTestSrv, require_tool
 
@@ -25,7 +25,7 @@ IPV4 = "203.0.113.10"
 IPV6 = "2001:db8:10::1"
 
 
-def settings_for_test():  # type: ignore[no-untyped-def]
+def settings_for_test() -> StackSettings:
     config = dev_config()
     return load_settings("dev", config.get)
 
