@@ -820,6 +820,9 @@ class StandInGrafana:
     port: int = 0
     requests: list[RecordedRequest] = field(default_factory=list)
     ws_received: list[bytes] = field(default_factory=list)
+    # Served as text/html for /login when set: Grafana's login page is its index.html, whose
+    # <title> is the app title "Grafana" (grafana/grafana public/views/index.html).
+    login_page: bytes | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -898,8 +901,13 @@ class StandInGrafana:
                     await self._websocket(request, reader, writer)
                     return
                 body = json.dumps({"target": request.target, "headers": headers}).encode()
+                content_type = b"application/json"
+                if self.login_page is not None and request.target.startswith("/login"):
+                    body, content_type = self.login_page, b"text/html; charset=UTF-8"
                 writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"HTTP/1.1 200 OK\r\nContent-Type: "
+                    + content_type
+                    + b"\r\n"
                     + f"Content-Length: {len(body)}\r\n\r\n".encode()
                     + body
                 )
