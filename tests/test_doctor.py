@@ -254,6 +254,8 @@ def test_doctor_passes_against_the_live_loopback_deployment(deployment: Deployme
     assert checks[("http tracker", "http1.example.com")]["detail"] == "announce interval 300; scrape ok"
     assert "via ::1" in checks[("udp ipv6", f"udp1.example.com:{6969}")]["detail"]
     assert "WebSocket 101" in checks[("grafana 3443", "grafana.example.com")]["detail"]
+    assert "-> https://grafana.example.com:3443/" in checks[("port 80", "grafana.example.com")]["detail"]
+    assert "-> https://api.example.com/" in checks[("port 80", "api.example.com")]["detail"]
     # OpenSSL 3.0 (Debian 12) cannot offer X25519MLKEM768: reported, not hidden, not failed.
     assert checks[("pq group", "api.example.com")]["status"] in ("info", PASS)
 

@@ -458,7 +458,7 @@ def check_grafana(target: Target, name: str) -> str:
     return f"TLS ok, HSTS '{hsts}', login page, WebSocket 101"
 
 
-def check_port80(target: Target, name: str, grafana: str) -> str:
+def check_port80(target: Target, name: str) -> str:
     reply = http_get(target, name, layout.HTTP_PORT, "/doctor", tls=False)
     location = reply.headers.get("location", "")
     if reply.status not in (301, 302, 307, 308) or not location.startswith(f"https://{name}"):
@@ -524,7 +524,8 @@ def plan_checks(target: Target) -> list[Check]:
                 )
             )
     checks.append(("grafana 3443", grafana, lambda: check_grafana(target, grafana)))
-    checks.append(("port 80", grafana, lambda: check_port80(target, grafana, grafana)))
+    for name in (api, grafana):
+        checks.append(("port 80", name, functools.partial(check_port80, target, name)))
     return checks
 
 
