@@ -3,6 +3,7 @@
 #   make check                lint + types + every test, real tools required (REQUIRE_REAL_TOOLS=1)
 #   make plan STACK=dev       offline plan under mocks -> build/plan/<stack>/
 #   make plan-diff BASE=<ref> [STACK=dev] [PLAN_DIFF_ARGS=--json]   Markdown (or JSON) review of a change
+#   make doctor STACK=<stack> [OUTPUTS=file] [DOCTOR_ARGS=--json]   check the live deployment from outside
 STACK ?= dev
 BASE ?= origin/main
 VENV ?= venv
@@ -16,7 +17,7 @@ BOOTSTRAP_PYTHON ?= $(firstword $(foreach candidate,$(PYTHON_CANDIDATES),$(shell
 	command -v $(candidate) >/dev/null 2>&1 && $(candidate) $(IS_311) 2>/dev/null && echo $(candidate))))
 VENV_STAMP := $(VENV)/.requirements.stamp
 
-.PHONY: venv test check lint typecheck plan plan-diff actionlint clean
+.PHONY: venv test check lint typecheck plan plan-diff doctor actionlint clean
 
 venv: $(VENV_STAMP)
 
@@ -56,6 +57,10 @@ plan: $(VENV_STAMP)
 
 plan-diff: $(VENV_STAMP)
 	$(PYTHON) -m tools.plan_diff --base $(BASE) --stack $(STACK) $(PLAN_DIFF_ARGS)
+
+# Reads `pulumi stack output --json --show-secrets --stack $(STACK)`, or the saved OUTPUTS file.
+doctor:
+	$(PYTHON) -m tools.doctor $(if $(OUTPUTS),--outputs $(OUTPUTS),--stack $(STACK)) $(DOCTOR_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,8 @@ from pulumi.runtime.config import is_config_secret
 
 from components.backups import Backups, BackupsArgs
 from components.containers import ServiceArgs
+from components.dns import Dns, DnsArgs
+from components.dns_gate import DnsGate, DnsGateArgs
 from components.docker_host import DockerHost, DockerHostArgs, ssh_command
 from components.host import Host, HostArgs
 from components.monitoring import Monitoring, MonitoringArgs
@@ -21,7 +23,9 @@ from components.nginx_certbot import NginxCertbot
 from components.pingoo import PingooEdge
 from components.secrets import Secrets, SecretsArgs
 from components.tracker import Tracker, TrackerArgs
-from core.endpoints import backup_paths, dns_records, endpoints
+from core.dns import records as dns_record_list
+from core.dns import server_ipv6
+from core.endpoints import backup_paths, endpoints
 from core.settings import (
     PROJECT,
     SECRET_MIN_LENGTHS,
@@ -112,13 +116,40 @@ backups = Backups(
 )
 services = pulumi.ResourceOptions(providers=[docker_host.provider])
 
+# DNS follows the Primary IPs, which exist before (and outlive) the server.
+primary_ipv4 = host.primary_ips["ipv4"].ip_address
+primary_ipv6 = host.primary_ips["ipv6"].ip_network.apply(lambda net: server_ipv6(net or ""))
+dns = Dns(
+    "dns",
+    DnsArgs(
+        settings=settings,
+        primary_ip_ids={family: ip.id for family, ip in host.primary_ips.items()},
+        ipv4=primary_ipv4,
+        ipv6=primary_ipv6,
+    ),
+)
+edge_after: list[pulumi.Resource] = []
+if not settings.dns.skip_gate:
+    dns_gate = DnsGate(
+        "dns-gate",
+        DnsGateArgs(
+            settings=settings,
+            connection=docker_host.connection,
+            ready=docker_host.ready,
+            server_id=host.server.id,
+            ipv4=primary_ipv4,
+            ipv6=primary_ipv6,
+        ),
+    )
+    edge_after.append(dns_gate.command)
+
 tracker = Tracker(
     "tracker",
     TrackerArgs(settings, docker_host, admin_token=operator_secrets.tracker_admin_token),
     opts=services,
 )
-pingoo = PingooEdge("pingoo", ServiceArgs(settings, docker_host), opts=services)
-nginx = NginxCertbot("nginx", ServiceArgs(settings, docker_host), opts=services)
+pingoo = PingooEdge("pingoo", ServiceArgs(settings, docker_host, after=edge_after), opts=services)
+nginx = NginxCertbot("nginx", ServiceArgs(settings, docker_host, after=edge_after), opts=services)
 monitoring = Monitoring(
     "monitoring",
     MonitoringArgs(
@@ -135,9 +166,22 @@ pulumi.export("serverIpv6", host.ipv6_address)
 pulumi.export("endpoints", host.ipv4_address.apply(lambda ipv4: endpoints(settings, ipv4)))
 pulumi.export(
     "dnsRecords",
-    pulumi.Output.all(host.ipv4_address, host.ipv6_address).apply(
-        lambda ips: dns_records(settings, ips[0], ips[1])
+    pulumi.Output.all(primary_ipv4, primary_ipv6).apply(
+        lambda ips: [record.as_output() for record in dns_record_list(settings, ips[0], ips[1])]
     ),
+)
+pulumi.export(
+    "dns",
+    {
+        "zone": settings.dns.zone,
+        "managed": settings.dns.managed,
+        "ttl": settings.dns.ttl,
+        "nameservers": dns.nameservers,
+        "recordsCreated": dns.records_created,
+        "reverseDns": {family: rdns.dns_ptr for family, rdns in dns.rdns.items()},
+        "gate": "skipped" if settings.dns.skip_gate else f"waits up to {settings.dns.gate_timeout} s",
+        "resolvers": settings.dns.resolvers,
+    },
 )
 pulumi.export(
     "sshCommand",

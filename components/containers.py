@@ -28,6 +28,8 @@ class ServiceArgs:
 
     settings: StackSettings
     docker_host: DockerHost
+    # More resources the containers wait for (the DNS gate, for the edges).
+    after: Sequence[pulumi.Resource] = field(default=(), kw_only=True)
 
 
 def secret_env(name: str, value: pulumi.Input[str]) -> pulumi.Output[str]:
@@ -79,7 +81,7 @@ def publish_both_families(ports: Sequence[PublishedPort]) -> list[docker.Contain
 
 
 def create_service_container(
-    spec: ContainerSpec, host: DockerHost, parent: pulumi.Resource
+    spec: ContainerSpec, host: DockerHost, parent: pulumi.Resource, after: Sequence[pulumi.Resource] = ()
 ) -> docker.Container:
     networks, ready = host.networks, host.ready
     image = docker.RemoteImage(
@@ -146,7 +148,7 @@ def create_service_container(
         destroy_grace_seconds=spec.stop_timeout,
         opts=pulumi.ResourceOptions(
             parent=parent,
-            depends_on=[ready, image],
+            depends_on=[ready, image, *after],
             delete_before_replace=True,
             # `healthcheck` is neither ForceNew nor handled by the provider's Update (which only
             # touches restart, CPU, memory and device limits: resource_docker_container_funcs.go,

@@ -26,7 +26,7 @@ from pydantic.alias_generators import to_camel
 PROJECT = "torrust-hybrid-tls"
 
 # Top-level structured keys, in the order the README documents them.
-STRUCTURED_KEYS = ("server", "ssh", "domains", "acme", "tracker", "images", "data", "backup")
+STRUCTURED_KEYS = ("server", "ssh", "domains", "acme", "tracker", "images", "data", "backup", "dns")
 # Operator secrets (top-level keys, set with --secret, generated when unset) and their minimum length.
 SECRET_MIN_LENGTHS = {"trackerAdminToken": 24, "grafanaAdminPassword": 16}
 SECRET_KEYS = tuple(SECRET_MIN_LENGTHS)
@@ -359,6 +359,42 @@ class BackupSettings(_Model):
         return value
 
 
+# Public resolvers the DNS gate asks, as Let's Encrypt resolves from the open internet.
+DEFAULT_RESOLVERS = ("1.1.1.1", "8.8.8.8", "9.9.9.9")
+
+
+class DnsSettings(_Model):
+    """DNS as code (an existing Hetzner DNS zone) and the gate that waits for DNS before the edges."""
+
+    # Name of an existing zone in the Hetzner Console (Cloud API zones); unset: DNS stays manual.
+    zone: Fqdn | None = None
+    # With a zone: create the A/AAAA/TXT/CAA records (false: the zone only names rDNS/docs).
+    manage_records: bool = True
+    ttl: int = Field(default=300, ge=60, le=86400)
+    # Reverse DNS name of both Primary IPs; default: the UDP tracker name, else the API name.
+    reverse_name: Fqdn | None = None
+    # The gate before Pingoo and nginx+certbot: how long to wait for DNS, or skip it entirely.
+    gate_timeout: int = Field(default=1800, ge=60, le=21600)
+    skip_gate: bool = False
+    resolvers: list[str] = Field(default_factory=lambda: list(DEFAULT_RESOLVERS), min_length=1, max_length=5)
+
+    @field_validator("resolvers")
+    @classmethod
+    def _resolvers(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(
+                    f"'{value}' is not an IP address of a DNS resolver such as 1.1.1.1"
+                ) from None
+        return values
+
+    @property
+    def managed(self) -> bool:
+        return self.zone is not None and self.manage_records
+
+
 class StackSettings(_Model):
     """Everything the program needs except secrets (which stay Pulumi Outputs)."""
 
@@ -371,6 +407,7 @@ class StackSettings(_Model):
     images: ImageSettings = Field(default_factory=ImageSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    dns: DnsSettings = Field(default_factory=DnsSettings)
 
     @property
     def server_name(self) -> str:
@@ -411,6 +448,14 @@ _FIX_EXAMPLES: dict[str, str] = {
     "data.deleteProtection": "pulumi config set --path 'data.deleteProtection' true",
     "backup.schedule": "pulumi config set --path 'backup.schedule' '*-*-* 03:15:00'",
     "backup.retentionDays": "pulumi config set --path 'backup.retentionDays' 14",
+    "dns": "pulumi config set --path 'dns.zone' example.com",
+    "dns.zone": "pulumi config set --path 'dns.zone' example.com",
+    "dns.manageRecords": "pulumi config set --path 'dns.manageRecords' true",
+    "dns.ttl": "pulumi config set --path 'dns.ttl' 300",
+    "dns.reverseName": "pulumi config set --path 'dns.reverseName' udp1.example.com",
+    "dns.gateTimeout": "pulumi config set --path 'dns.gateTimeout' 1800",
+    "dns.skipGate": "pulumi config set --path 'dns.skipGate' false",
+    "dns.resolvers": "pulumi config set --path 'dns.resolvers[0]' 1.1.1.1",
 }
 
 _IMAGE_EXAMPLES = {
@@ -492,9 +537,40 @@ def load_settings(stack: str, read_object: ConfigReader) -> StackSettings:
     if problems:
         raise ConfigError("Invalid stack configuration:\n" + "\n".join(problems))
     try:
-        return StackSettings.model_validate(raw)
+        settings = StackSettings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc)) from None
+    outside = names_outside_zone(settings)
+    if outside:
+        raise ConfigError("Invalid stack configuration:\n" + "\n".join(outside))
+    return settings
+
+
+def in_zone(name: str, zone: str) -> bool:
+    return name == zone or name.endswith("." + zone)
+
+
+def names_outside_zone(settings: StackSettings) -> list[str]:
+    """A managed zone can only hold its own names: each stray one is refused with its key."""
+    zone = settings.dns.zone
+    if zone is None or not settings.dns.manage_records:
+        return []
+    domains = settings.domains
+    keyed = [("domains.trackerApi", domains.tracker_api)]
+    keyed += [(f"domains.httpTrackers[{i}]", name) for i, name in enumerate(domains.http_trackers)]
+    keyed += [("domains.grafana", domains.grafana)]
+    if domains.udp_tracker:
+        keyed.append(("domains.udpTracker", domains.udp_tracker))
+    problems = []
+    for key, name in keyed:
+        if not in_zone(name, zone):
+            problems.append(
+                f"  - {PROJECT}:{key}: '{name}' is outside the DNS zone '{zone}' (dns.zone), so the "
+                "program cannot create its records\n"
+                f"      fix: pulumi config set --path '{key}' <name>.{zone}"
+                f"   (or pulumi config set --path 'dns.manageRecords' false and create it by hand)"
+            )
+    return problems
 
 
 def check_secret_value(key: str, value: str | None, *, min_length: int) -> str | None:

@@ -72,7 +72,9 @@ def test_plan_json_shape(plan_dir: Path) -> None:
             "provider",
         } <= set(resource["options"])
     urns = [r["urn"] for r in plan["resources"]]
-    assert len(urns) == len(set(urns)) == 37  # incl. the two generated secrets and the backup job
+    assert (
+        len(urns) == len(set(urns)) == 51
+    )  # incl. generated secrets, backup job, 9 RRsets, 2 rDNS, the gate
     server = next(r for r in plan["resources"] if r["type"] == "hcloud:index/server:Server")
     assert server["inputs"]["serverType"] == "cx23"  # camelCase, as the engine sees them
     assert server["inputs"]["userData"] == "[secret]"
