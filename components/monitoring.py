@@ -8,6 +8,7 @@ import pulumi
 
 from components.containers import ContainerSpec, ServiceArgs, create_service_container, secret_env
 from core import layout
+from core.alerts import prometheus_rule_files
 from core.rendering import grafana_static_files, render_grafana_datasource, render_prometheus
 from core.settings import StackSettings
 
@@ -62,7 +63,10 @@ class Monitoring(pulumi.ComponentResource):
                 name=layout.PROMETHEUS,
                 image=settings.images.prometheus,
                 memory_mb=512,
-                uploads={layout.PROMETHEUS_CONFIG_FILE: self.prometheus_config},
+                uploads={
+                    layout.PROMETHEUS_CONFIG_FILE: self.prometheus_config,
+                    **prometheus_rule_files(settings),
+                },
                 volumes={layout.PROMETHEUS_DATA_DIR: "/prometheus"},
                 command=[
                     f"--config.file={layout.PROMETHEUS_CONFIG_FILE}",
