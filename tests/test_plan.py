@@ -27,6 +27,7 @@ EXPECTED_FILES = {
     "files/grafana/etc/grafana/provisioning/dashboards/torrust.yaml",
     "files/grafana/etc/grafana/dashboards/torrust/tracker-overview.json",
     "files/grafana/etc/grafana/dashboards/torrust/tracker-protocols.json",
+    "files/grafana/etc/grafana/dashboards/torrust/endpoints.json",
     "cloud-init.yaml",
     "plan.json",
 }
