@@ -291,6 +291,7 @@ def test_monitoring_containers(deploy: Deploy) -> None:
         layout.GRAFANA_DASHBOARD_PROVIDER_FILE,
         f"{layout.GRAFANA_DASHBOARDS_DIR}/tracker-overview.json",
         f"{layout.GRAFANA_DASHBOARDS_DIR}/tracker-protocols.json",
+        f"{layout.GRAFANA_DASHBOARDS_DIR}/endpoints.json",
     }
     assert container(run, "grafana").inputs["volumes"] == [
         {"hostPath": layout.GRAFANA_DATA_DIR, "containerPath": "/var/lib/grafana"}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -285,8 +286,8 @@ def blackbox_modules(dev_plan: RenderedPlan, ca_file: Path | None, server_name: 
     return yaml.safe_dump(config)
 
 
-def probe(modules: str, work: Path, target: str) -> dict[str, float]:
-    """Run the real blackbox exporter once and return the metrics of one TLS probe."""
+def probe(modules: str, work: Path, target: str, module: str = alerts.TLS_MODULE) -> dict[str, float]:
+    """Run the real blackbox exporter once and return the metrics of one probe."""
     binary = require_tool("prometheus-blackbox-exporter")
     work.mkdir(parents=True, exist_ok=True)
     (work / "blackbox.yml").write_text(modules)
@@ -298,7 +299,8 @@ def probe(modules: str, work: Path, target: str) -> dict[str, float]:
     )
     try:
         proc.wait_for_port(LOOPBACK4, port, timeout=15)
-        url = f"http://{LOOPBACK4}:{port}/probe?module={alerts.TLS_MODULE}&target={target}"
+        query = urllib.parse.urlencode({"module": module, "target": target})
+        url = f"http://{LOOPBACK4}:{port}/probe?{query}"
         with urllib.request.urlopen(url, timeout=20) as response:
             text = response.read().decode()
     finally:
@@ -388,3 +390,47 @@ def test_mutation_wrong_name_fails_the_probe(
     target = f"{LOOPBACK4}:{issued.nginx.remap.tls_port}"
     metrics = probe(blackbox_modules(dev_plan, root, "other.example.com"), tmp_path / "bb", target)
     assert metrics.get("probe_success") == 0.0, metrics
+
+
+def http_modules(dev_plan: RenderedPlan, ca_file: Path, host_header: str, module: str) -> str:  # noqa: F811
+    """The rendered HTTP module, dialling loopback with the public name as Host and TLS server name."""
+    config = yaml.safe_load(dev_plan.file(layout.BLACKBOX, layout.BLACKBOX_CONFIG_FILE).read_text())
+    http = config["modules"][module]["http"]
+    assert "headers" not in http and "tls_config" not in http, "remap: the rendered HTTP module changed"
+    http["headers"] = {"Host": host_header}
+    http["tls_config"] = {"ca_file": str(ca_file), "server_name": host_header.split(":")[0]}
+    return yaml.safe_dump(config)
+
+
+@pytest.mark.parametrize(
+    ("module", "scheme", "port_of", "path", "with_port"),
+    [
+        (alerts.HTTP_REDIRECT_MODULE, "http", "http_port", "/", False),
+        (alerts.HTTPS_200_MODULE, "https", "tls_port", "/api/health", True),
+    ],
+    ids=["port 80 redirect", "grafana on 3443"],
+)
+def test_blackbox_http_modules_match_the_real_nginx(
+    issued: Acme,
+    dev_plan: RenderedPlan,  # noqa: F811
+    tmp_path: Path,
+    module: str,
+    scheme: str,
+    port_of: str,
+    path: str,
+    with_port: bool,
+) -> None:
+    """The rendered port-80 and 3443 modules succeed against the rendered nginx: the status codes,
+    TLS or not, and the redirect policy they expect are what nginx really does."""
+    root = tmp_path / "pebble-root.pem"
+    root.write_text(issued.pebble_root())
+    port = getattr(issued.nginx.remap, port_of)
+    host = f"{issued.host}:{layout.GRAFANA_TLS_PORT}" if with_port else issued.host
+    modules = http_modules(dev_plan, root, host, module)
+    metrics = probe(modules, tmp_path / "bb", f"{scheme}://{LOOPBACK4}:{port}{path}", module)
+    assert metrics.get("probe_success") == 1.0, metrics
+    # Mutation: the other scheme on the same port fails the module (fail_if_ssl / fail_if_not_ssl or
+    # a protocol error), so the probe really checks what it claims.
+    other = "https" if scheme == "http" else "http"
+    broken = probe(modules, tmp_path / "bb2", f"{other}://{LOOPBACK4}:{port}{path}", module)
+    assert broken.get("probe_success") == 0.0, broken
