@@ -103,7 +103,7 @@ METRICS_BY_JOB: dict[str, frozenset[str]] = {
         }
     ),
 }
-# Blackbox probes (prometheus/blackbox_exporter v0.28.0 prober/prober.go, prober/tls.go) per probe job
+# Blackbox probes (prometheus/blackbox_exporter v0.28.0 prober/handler.go, prober/prober.go) per probe job
 # of core/alerts.py, and the node exporter (node_exporter v1.12.1 collector/filesystem_common.go)
 # with the backup job's textfile metric (core.alerts.BACKUP_METRIC).
 _PROBE_METRICS = frozenset({"probe_success", "probe_duration_seconds", "probe_ssl_earliest_cert_expiry"})
