@@ -224,3 +224,19 @@ def test_plain_text_receiver_secret_is_refused_without_echoing_it(deploy: Deploy
         deploy({"alertDiscordWebhookUrl": url})
     assert url not in str(error.value)
     assert "pulumi config set --secret alertDiscordWebhookUrl" in str(error.value)
+
+
+def test_alerting_image_defaults_agree_everywhere() -> None:
+    from core.settings import _IMAGE_EXAMPLES, ImageSettings
+
+    defaults = ImageSettings()
+    dev = DEV_STACK["torrust-hybrid-tls:images"]
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for attribute, key in (
+        ("blackbox_exporter", "blackboxExporter"),
+        ("node_exporter", "nodeExporter"),
+        ("alertmanager", "alertmanager"),
+    ):
+        value = getattr(defaults, attribute)
+        assert _IMAGE_EXAMPLES[key] == value and dev[key] == value, key
+        assert f"| `images.{key}` | `{value}` |" in readme, key
