@@ -12,7 +12,9 @@ from pathlib import Path
 import pulumi
 from pulumi.runtime.config import is_config_secret
 
+from components.alertmanager import Alertmanager, AlertmanagerArgs
 from components.backups import Backups, BackupsArgs
+from components.blackbox import BlackboxExporter
 from components.containers import ServiceArgs
 from components.dns import Dns, DnsArgs
 from components.dns_gate import DnsGate, DnsGateArgs
@@ -20,13 +22,16 @@ from components.docker_host import DockerHost, DockerHostArgs, ssh_command
 from components.host import Host, HostArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.nginx_certbot import NginxCertbot
+from components.node_exporter import NodeExporter
 from components.pingoo import PingooEdge
 from components.secrets import Secrets, SecretsArgs
 from components.tracker import Tracker, TrackerArgs
+from core.alerts import NO_RECEIVER_WARNING, alert_secret_problems, configured_receivers
 from core.dns import records as dns_record_list
 from core.dns import server_ipv6
 from core.endpoints import backup_paths, endpoints
 from core.settings import (
+    ALERT_SECRET_KEYS,
     PROJECT,
     SECRET_MIN_LENGTHS,
     ConfigError,
@@ -36,7 +41,28 @@ from core.settings import (
 )
 
 
-def load_configuration() -> tuple[StackSettings, dict[str, pulumi.Output[str]]]:
+def load_alert_secrets(config: pulumi.Config, problems: list[str]) -> dict[str, pulumi.Output[str]]:
+    """Alert receiver secrets that are set; a plain-text one is a problem (it is a credential)."""
+    result: dict[str, pulumi.Output[str]] = {}
+    for key in ALERT_SECRET_KEYS:
+        value = config.get(key)
+        if value is None:
+            continue
+        if not is_config_secret(f"{PROJECT}:{key}"):
+            problems.append(
+                f"  - {PROJECT}:{key}: is stored in plain text in the stack file\n"
+                f"      fix: pulumi config set --secret {key} <value>   (then rotate it: it was exposed)"
+            )
+        elif not value.strip():
+            problems.append(f"  - {PROJECT}:{key}: is empty\n      fix: pulumi config rm {key}")
+        else:
+            result[key] = config.require_secret(key)
+    return result
+
+
+def load_configuration() -> tuple[
+    StackSettings, dict[str, pulumi.Output[str]], dict[str, pulumi.Output[str]]
+]:
     """Validate everything before the first resource is registered."""
     config = pulumi.Config()
     problems: list[str] = []
@@ -58,6 +84,10 @@ def load_configuration() -> tuple[StackSettings, dict[str, pulumi.Output[str]]]:
             problems.append(problem)
         elif value is not None:
             secrets[key] = config.require_secret(key)
+    alert_secrets = load_alert_secrets(config, problems)
+    if settings is not None:
+        present = {key for key in ALERT_SECRET_KEYS if config.get(key) is not None}
+        problems.extend(alert_secret_problems(settings, present))
     if settings is not None and settings.ssh.private_key_file:
         key_file = Path(os.path.expanduser(settings.ssh.private_key_file))
         if not key_file.is_file():
@@ -77,11 +107,11 @@ def load_configuration() -> tuple[StackSettings, dict[str, pulumi.Output[str]]]:
         )
     if problems or settings is None:
         raise ConfigError("Invalid stack configuration:\n" + "\n".join(problems))
-    return settings, secrets
+    return settings, secrets, alert_secrets
 
 
 try:
-    settings, secrets = load_configuration()
+    settings, secrets, alert_secrets = load_configuration()
 except ConfigError as error:
     # RunError prints the message without a Python traceback.
     raise pulumi.RunError(str(error)) from None
@@ -91,6 +121,9 @@ for image in settings.images.mutable():
         f"image '{image}' uses a moving tag: pin a digest (repository:tag@sha256:...) so that a "
         "replacement server runs the same code; see README 'Pinning images'."
     )
+
+if not configured_receivers(settings, alert_secrets):
+    pulumi.log.warn(NO_RECEIVER_WARNING)
 
 private_key: pulumi.Output[str] | None = None
 if settings.ssh.private_key_file:
@@ -160,6 +193,13 @@ monitoring = Monitoring(
     ),
     opts=services,
 )
+blackbox = BlackboxExporter("blackbox", ServiceArgs(settings, docker_host), opts=services)
+node_exporter = NodeExporter("node-exporter", ServiceArgs(settings, docker_host), opts=services)
+alertmanager = Alertmanager(
+    "alertmanager",
+    AlertmanagerArgs(settings, docker_host, receiver_secrets=alert_secrets),
+    opts=services,
+)
 
 pulumi.export("serverIpv4", host.ipv4_address)
 pulumi.export("serverIpv6", host.ipv6_address)
@@ -194,3 +234,4 @@ pulumi.export("backupPaths", backup_paths())
 pulumi.export("acmeStaging", settings.acme.staging)
 pulumi.export("trackerAdminToken", operator_secrets.tracker_admin_token)
 pulumi.export("grafanaAdminPassword", operator_secrets.grafana_admin_password)
+pulumi.export("alertReceivers", configured_receivers(settings, alert_secrets))

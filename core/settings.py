@@ -26,10 +26,19 @@ from pydantic.alias_generators import to_camel
 PROJECT = "torrust-hybrid-tls"
 
 # Top-level structured keys, in the order the README documents them.
-STRUCTURED_KEYS = ("server", "ssh", "domains", "acme", "tracker", "images", "data", "backup", "dns")
+STRUCTURED_KEYS = ("server", "ssh", "domains", "acme", "tracker", "images", "data", "backup", "dns", "alerts")
 # Operator secrets (top-level keys, set with --secret, generated when unset) and their minimum length.
 SECRET_MIN_LENGTHS = {"trackerAdminToken": 24, "grafanaAdminPassword": 16}
 SECRET_KEYS = tuple(SECRET_MIN_LENGTHS)
+# Alert receiver secrets (top-level keys, set with --secret, never generated): each one that is set
+# turns its receiver on (the SMTP password goes with `alerts.email`). core/alerts.py reads them.
+ALERT_SECRET_KEYS = (
+    "alertSmtpPassword",
+    "alertWebhookUrl",
+    "alertDiscordWebhookUrl",
+    "alertSlackWebhookUrl",
+    "alertTelegramBotToken",
+)
 
 # Hetzner Cloud locations (https://docs.hetzner.cloud/#locations). A typo here would only fail
 # half-way through `pulumi up`, so it is checked up front.
@@ -320,6 +329,10 @@ class ImageSettings(_Model):
     # (grafana/grafana#118510). Release notes: github.com/grafana/grafana/blob/main/CHANGELOG.md.
     prometheus: ImageRef = "prom/prometheus:v3.13.3"
     grafana: ImageRef = "grafana/grafana:12.4.14"
+    # Versions whose source was read for the values we hand them (docs/decisions/0008).
+    blackbox_exporter: ImageRef = "prom/blackbox-exporter:v0.28.0"
+    node_exporter: ImageRef = "prom/node-exporter:v1.12.1"
+    alertmanager: ImageRef = "prom/alertmanager:v0.34.0"
 
     def mutable(self) -> list[str]:
         """Images pinned by a tag that upstream moves (no digest): worth a warning, not an error."""
@@ -395,6 +408,86 @@ class DnsSettings(_Model):
         return self.zone is not None and self.manage_records
 
 
+_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(?P<port>[0-9]{1,5})$")
+
+
+class EmailReceiver(_Model):
+    """E-mail over SMTP; the password (if the server wants one) is the secret alertSmtpPassword."""
+
+    to: list[str] = Field(min_length=1)
+    sender: str = Field(alias="from")
+    smarthost: str
+    username: str | None = None
+    # STARTTLS required (Alertmanager's default); port 465 means implicit TLS to Alertmanager.
+    require_tls: bool = True
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, values: list[str]) -> list[str]:
+        for value in values:
+            _email_address(value)
+        return values
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        return _email_address(value)
+
+    @field_validator("smarthost")
+    @classmethod
+    def _smarthost(cls, value: str) -> str:
+        match = _HOST_PORT.match(value)
+        if not match or not 1 <= int(match.group("port")) <= 65535:
+            raise ValueError(f"'{value}' is not host:port such as 'smtp.example.com:587'")
+        return value
+
+
+def _email_address(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError(f"'{value}' is not an e-mail address")
+    return value
+
+
+class TelegramReceiver(_Model):
+    """Telegram bot messages to one chat; the bot token is the secret alertTelegramBotToken."""
+
+    chat_id: int
+
+
+class SlackReceiver(_Model):
+    """Optional channel override for the Slack incoming webhook (secret alertSlackWebhookUrl)."""
+
+    channel: str | None = None
+
+
+class AlertThresholds(_Model):
+    """When an alert fires (the numbers are explained in templates/prometheus/rules/)."""
+
+    cert_warning_days: int = Field(default=14, ge=1, le=60)
+    cert_critical_days: int = Field(default=7, ge=1, le=30)
+    endpoint_down_minutes: int = Field(default=5, ge=1, le=60)
+    disk_used_percent: int = Field(default=85, ge=50, le=99)
+    backup_max_age_hours: int = Field(default=26, ge=2, le=24 * 31)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AlertThresholds:
+        if self.cert_critical_days >= self.cert_warning_days:
+            raise ValueError(
+                f"certCriticalDays ({self.cert_critical_days}) must be below certWarningDays "
+                f"({self.cert_warning_days})"
+            )
+        return self
+
+
+class AlertSettings(_Model):
+    """Alert receivers (their secrets are top-level --secret keys, ALERT_SECRET_KEYS) and thresholds."""
+
+    email: EmailReceiver | None = None
+    telegram: TelegramReceiver | None = None
+    slack: SlackReceiver | None = None
+    thresholds: AlertThresholds = Field(default_factory=AlertThresholds)
+
+
 class StackSettings(_Model):
     """Everything the program needs except secrets (which stay Pulumi Outputs)."""
 
@@ -408,6 +501,7 @@ class StackSettings(_Model):
     data: DataSettings = Field(default_factory=DataSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     dns: DnsSettings = Field(default_factory=DnsSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @property
     def server_name(self) -> str:
@@ -456,6 +550,18 @@ _FIX_EXAMPLES: dict[str, str] = {
     "dns.gateTimeout": "pulumi config set --path 'dns.gateTimeout' 1800",
     "dns.skipGate": "pulumi config set --path 'dns.skipGate' false",
     "dns.resolvers": "pulumi config set --path 'dns.resolvers[0]' 1.1.1.1",
+    "alerts": "pulumi config set --path 'alerts.email.to[0]' ops@example.com",
+    "alerts.email": "pulumi config set --path 'alerts.email.smarthost' smtp.example.com:587",
+    "alerts.email.to": "pulumi config set --path 'alerts.email.to[0]' ops@example.com",
+    "alerts.email.from": "pulumi config set --path 'alerts.email.from' alerts@example.com",
+    "alerts.email.smarthost": "pulumi config set --path 'alerts.email.smarthost' smtp.example.com:587",
+    "alerts.telegram.chatId": "pulumi config set --path 'alerts.telegram.chatId' -1001234567890",
+    "alerts.thresholds.certWarningDays": "pulumi config set --path 'alerts.thresholds.certWarningDays' 14",
+    "alerts.thresholds.certCriticalDays": "pulumi config set --path 'alerts.thresholds.certCriticalDays' 7",
+    "alerts.thresholds.diskUsedPercent": "pulumi config set --path 'alerts.thresholds.diskUsedPercent' 85",
+    "alerts.thresholds.backupMaxAgeHours": (
+        "pulumi config set --path 'alerts.thresholds.backupMaxAgeHours' 26"
+    ),
 }
 
 _IMAGE_EXAMPLES = {
@@ -464,6 +570,9 @@ _IMAGE_EXAMPLES = {
     "tracker": "torrust/tracker:develop",
     "prometheus": "prom/prometheus:v3.13.3",
     "grafana": "grafana/grafana:12.4.14",
+    "blackboxExporter": "prom/blackbox-exporter:v0.28.0",
+    "nodeExporter": "prom/node-exporter:v1.12.1",
+    "alertmanager": "prom/alertmanager:v0.34.0",
 }
 
 

@@ -86,13 +86,16 @@ def test_resource_inventory(deploy: Deploy) -> None:
         "hcloud:index/rdns:Rdns": 2,
         "torrust:index:DnsGate": 1,
         "pulumi:providers:docker": 1,
-        NETWORK: 6,
+        NETWORK: 9,
         "torrust:index:PingooEdge": 1,
         "torrust:index:NginxCertbot": 1,
         "torrust:index:Tracker": 1,
         "torrust:index:Monitoring": 1,
-        "docker:index/remoteImage:RemoteImage": 5,
-        CONTAINER: 5,
+        "torrust:index:BlackboxExporter": 1,
+        "torrust:index:NodeExporter": 1,
+        "torrust:index:Alertmanager": 1,
+        "docker:index/remoteImage:RemoteImage": 8,
+        CONTAINER: 8,
     }
     # Every non-component resource sits under a component (nothing at the stack root).
     for registration in run.monitor.registrations:
@@ -148,6 +151,9 @@ def test_networks_isolate_backends(deploy: Deploy) -> None:
         "torrust-grafana-backend": True,
         "torrust-metrics": True,
         "torrust-dashboards": True,
+        "torrust-monitoring": True,
+        "torrust-probes": False,
+        "torrust-notify": False,
     }
     assert networks["torrust-edge"]["ipv6"] is True and networks["torrust-udp"]["ipv6"] is True
     assert network_names(run, "pingoo") == {
@@ -164,7 +170,11 @@ def test_networks_isolate_backends(deploy: Deploy) -> None:
         "torrust-metrics": None,
     }
     assert set(network_names(run, "grafana")) == {"torrust-grafana-backend", "torrust-dashboards"}
-    assert set(network_names(run, "prometheus")) == {"torrust-metrics", "torrust-dashboards"}
+    assert set(network_names(run, "prometheus")) == {
+        "torrust-metrics",
+        "torrust-dashboards",
+        "torrust-monitoring",
+    }
     # Only edge containers share a network with the backends they proxy, and no backend has egress.
     for backend in ("grafana", "prometheus"):
         assert not set(network_names(run, backend)) & {"torrust-edge", "torrust-udp"}
@@ -285,6 +295,7 @@ def test_monitoring_containers(deploy: Deploy) -> None:
         layout.GRAFANA_DASHBOARD_PROVIDER_FILE,
         f"{layout.GRAFANA_DASHBOARDS_DIR}/tracker-overview.json",
         f"{layout.GRAFANA_DASHBOARDS_DIR}/tracker-protocols.json",
+        f"{layout.GRAFANA_DASHBOARDS_DIR}/endpoints.json",
     }
     assert container(run, "grafana").inputs["volumes"] == [
         {"hostPath": layout.GRAFANA_DATA_DIR, "containerPath": "/var/lib/grafana"}
@@ -326,6 +337,9 @@ def test_images_are_pinned_from_config(deploy: Deploy) -> None:
         "tracker-image": "torrust/tracker:v4.0.0",
         "prometheus-image": "prom/prometheus:v3.13.3",
         "grafana-image": "grafana/grafana:13.0.0",
+        "blackbox-exporter-image": "prom/blackbox-exporter:v0.28.0",
+        "node-exporter-image": "prom/node-exporter:v1.12.1",
+        "alertmanager-image": "prom/alertmanager:v0.34.0",
     }
     assert container(run, "grafana").inputs["image"] == "grafana/grafana:13.0.0"
 
@@ -660,7 +674,7 @@ def test_canary_secrets_never_reach_plan_files(deploy: Deploy, tmp_path: Path) -
     run = deploy(secrets=dict(canaries))
     write_plan("dev", run, tmp_path / "plan", {f"torrust-hybrid-tls:{k}": v for k, v in canaries.items()})
     written = {p: p.read_text() for p in (tmp_path / "plan").rglob("*") if p.is_file()}
-    assert len(written) == 11
+    assert len(written) == 15
     for path, text in written.items():
         for value in canaries.values():
             assert value not in text, path
@@ -674,6 +688,9 @@ EXPECTED_CAPABILITIES = {
     "tracker": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"],
     "prometheus": None,
     "grafana": None,
+    "blackbox-exporter": None,
+    "node-exporter": None,
+    "alertmanager": None,
 }
 
 
