@@ -20,6 +20,7 @@ TRACKER_HTTP_BASE_PORT = 7070  # HTTP tracker i listens on 7070 + i
 TRACKER_HEALTH_PORT = 1313  # bound to 127.0.0.1 inside the container only
 GRAFANA_PORT = 3000
 PROMETHEUS_PORT = 9090
+JSON_EXPORTER_PORT = 7979  # json_exporter's default --web.listen-address
 # nginx listener (not published) that Pingoo forwards the Grafana name to; it redirects to :3443.
 NGINX_REDIRECT_PORT = 8080
 
@@ -29,6 +30,7 @@ NGINX = "nginx-certbot"
 TRACKER = "tracker"
 PROMETHEUS = "prometheus"
 GRAFANA = "grafana"
+JSON_EXPORTER = "json-exporter"
 
 # --- Host paths ------------------------------------------------------------------------------
 # All state lives below DATA_ROOT, the mount point of the Hetzner Volume, so replacing the server
@@ -65,6 +67,7 @@ TRACKER_LIB_MOUNT = "/var/lib/torrust/tracker"
 TRACKER_LOG_MOUNT = "/var/log/torrust/tracker"
 TRACKER_DATABASE_PATH = f"{TRACKER_LIB_MOUNT}/database/sqlite3.db"
 PROMETHEUS_CONFIG_FILE = "/etc/prometheus/prometheus.yml"
+JSON_EXPORTER_CONFIG_FILE = "/etc/json_exporter/config.yml"
 GRAFANA_DATASOURCE_FILE = "/etc/grafana/provisioning/datasources/prometheus.yaml"
 GRAFANA_DASHBOARD_PROVIDER_FILE = "/etc/grafana/provisioning/dashboards/torrust.yaml"
 GRAFANA_DASHBOARDS_DIR = "/etc/grafana/dashboards/torrust"
@@ -94,7 +97,7 @@ NETWORKS: tuple[NetworkSpec, ...] = (
     NetworkSpec("udp", False, True, "172.30.1.0/24", "fd00:7472:6b01::/64", "tracker: public UDP ports"),
     NetworkSpec("tracker-backend", True, False, "172.30.2.0/24", None, "Pingoo -> tracker API/HTTP"),
     NetworkSpec("grafana-backend", True, False, "172.30.3.0/24", None, "nginx -> Grafana"),
-    NetworkSpec("metrics", True, False, "172.30.4.0/24", None, "Prometheus -> tracker API"),
+    NetworkSpec("metrics", True, False, "172.30.4.0/24", None, "Prometheus -> json-exporter -> tracker API"),
     NetworkSpec("dashboards", True, False, "172.30.5.0/24", None, "Grafana -> Prometheus"),
 )
 
@@ -116,6 +119,7 @@ MEMBERSHIP: dict[str, tuple[tuple[str, str | None], ...]] = {
     TRACKER: (("udp", None), ("tracker-backend", TRACKER_BACKEND_IP), ("metrics", None)),
     PROMETHEUS: (("metrics", None), ("dashboards", None)),
     GRAFANA: (("grafana-backend", GRAFANA_BACKEND_IP), ("dashboards", None)),
+    JSON_EXPORTER: (("metrics", None),),
 }
 
 LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"

@@ -20,6 +20,7 @@ EXPECTED_FILES = {
     "files/nginx-certbot/etc/nginx/user_conf.d/grafana.conf",
     "files/tracker/etc/torrust/tracker/tracker.toml",
     "files/prometheus/etc/prometheus/prometheus.yml",
+    "files/json-exporter/etc/json_exporter/config.yml",
     "files/grafana/etc/grafana/provisioning/datasources/prometheus.yaml",
     "files/grafana/etc/grafana/provisioning/dashboards/torrust.yaml",
     "files/grafana/etc/grafana/dashboards/torrust/tracker-overview.json",
@@ -72,7 +73,7 @@ def test_plan_json_shape(plan_dir: Path) -> None:
             "provider",
         } <= set(resource["options"])
     urns = [r["urn"] for r in plan["resources"]]
-    assert len(urns) == len(set(urns)) == 37  # incl. the two generated secrets and the backup job
+    assert len(urns) == len(set(urns)) == 39  # incl. the two generated secrets and the backup job
     server = next(r for r in plan["resources"] if r["type"] == "hcloud:index/server:Server")
     assert server["inputs"]["serverType"] == "cx23"  # camelCase, as the engine sees them
     assert server["inputs"]["userData"] == "[secret]"
@@ -90,7 +91,8 @@ def test_plan_masks_secrets(plan_dir: Path) -> None:
     )
     # Files only ever hold placeholders.
     scrape = (plan_dir / "files/prometheus/etc/prometheus/prometheus.yml").read_text()
-    assert yaml.safe_load(scrape)["scrape_configs"][0]["params"]["token"] == [GENERATED_PASSWORD]
+    target = yaml.safe_load(scrape)["scrape_configs"][0]["params"]["target"]
+    assert target == [f"http://tracker:1212/api/v1/stats?token={GENERATED_PASSWORD}"]
 
 
 def test_plan_files_equal_the_uploads(plan_dir: Path) -> None:

@@ -87,8 +87,8 @@ def test_resource_inventory(deploy: Deploy) -> None:
         "torrust:index:NginxCertbot": 1,
         "torrust:index:Tracker": 1,
         "torrust:index:Monitoring": 1,
-        "docker:index/remoteImage:RemoteImage": 5,
-        CONTAINER: 5,
+        "docker:index/remoteImage:RemoteImage": 6,
+        CONTAINER: 6,
     }
     # Every non-component resource sits under a component (nothing at the stack root).
     for registration in run.monitor.registrations:
@@ -161,8 +161,11 @@ def test_networks_isolate_backends(deploy: Deploy) -> None:
     }
     assert set(network_names(run, "grafana")) == {"torrust-grafana-backend", "torrust-dashboards"}
     assert set(network_names(run, "prometheus")) == {"torrust-metrics", "torrust-dashboards"}
+    # json_exporter: only on the internal metrics network (Prometheus -> exporter -> tracker API).
+    assert network_names(run, "json-exporter") == {"torrust-metrics": None}
+    assert "ports" not in container(run, "json-exporter").inputs
     # Only edge containers share a network with the backends they proxy, and no backend has egress.
-    for backend in ("grafana", "prometheus"):
+    for backend in ("grafana", "prometheus", "json-exporter"):
         assert not set(network_names(run, backend)) & {"torrust-edge", "torrust-udp"}
 
 
@@ -240,7 +243,7 @@ def test_nginx_uploads_proxy_grafana_with_websockets(deploy: Deploy) -> None:
 def test_tracker_container(deploy: Deploy) -> None:
     run = deploy()
     tracker = container(run, "tracker")
-    assert tracker.inputs["image"] == "torrust/tracker:develop"
+    assert tracker.inputs["image"] == "torrust/tracker:v3.0.0"
     env = envs(run, "tracker")
     assert "USER_ID=1000" in env
     assert "TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER=sqlite3" in env
@@ -314,13 +317,15 @@ def test_container_baseline(deploy: Deploy, name: str) -> None:
 
 
 def test_images_are_pinned_from_config(deploy: Deploy) -> None:
-    run = deploy({"images": {"grafana": "grafana/grafana:13.0.0", "tracker": "torrust/tracker:v4.0.0"}})
+    digest = "torrust/tracker:v3.0.0@sha256:" + "c" * 64
+    run = deploy({"images": {"grafana": "grafana/grafana:13.0.0", "tracker": digest}})
     images = {r.name: r.inputs["name"] for r in run.monitor.by_type("docker:index/remoteImage:RemoteImage")}
     assert images == {
         "pingoo-image": "pingooio/pingoo:0.14.7",
         "nginx-certbot-image": "jonasal/nginx-certbot:6.2.0-nginx1.31.2",
-        "tracker-image": "torrust/tracker:v4.0.0",
+        "tracker-image": digest,
         "prometheus-image": "prom/prometheus:v3.11.2",
+        "json-exporter-image": "prometheuscommunity/json-exporter:v0.7.0",
         "grafana-image": "grafana/grafana:13.0.0",
     }
     assert container(run, "grafana").inputs["image"] == "grafana/grafana:13.0.0"
@@ -649,7 +654,7 @@ def test_canary_secrets_never_reach_plan_files(deploy: Deploy, tmp_path: Path) -
     run = deploy(secrets=dict(canaries))
     write_plan("dev", run, tmp_path / "plan", {f"torrust-hybrid-tls:{k}": v for k, v in canaries.items()})
     written = {p: p.read_text() for p in (tmp_path / "plan").rglob("*") if p.is_file()}
-    assert len(written) == 11
+    assert len(written) == 12
     for path, text in written.items():
         for value in canaries.values():
             assert value not in text, path
@@ -663,6 +668,7 @@ EXPECTED_CAPABILITIES = {
     "tracker": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"],
     "prometheus": None,
     "grafana": None,
+    "json-exporter": None,
 }
 
 
