@@ -282,7 +282,8 @@ def mutated(dev_plan: RenderedPlan, work: Path, old: str, new: str) -> tuple[str
     (work / "database").mkdir(exist_ok=True)
     ports = new_ports()
     text = adapt_tracker_toml(dev_plan.tracker_toml.read_text(), ports, work / "database" / "sqlite3.db")
-    return replace_once(text, old, new, "mutation"), ports
+    fields = {"health": ports.health}
+    return replace_once(text, old.format(**fields), new.format(**fields), "mutation"), ports
 
 
 @pytest.mark.parametrize(
@@ -292,8 +293,9 @@ def mutated(dev_plan: RenderedPlan, work: Path, old: str, new: str) -> tuple[str
         ('threshold = "info"', 'threshold = "verbose"'),
         ("listed = false\n", ""),
         ("interval = 300\n", 'interval = "300"\n'),
+        ('"127.0.0.1:{health}"', '"127.0.0.1:65536"'),  # not a u16 port
     ],
-    ids=["schema-3.0.0", "bad-enum", "mandatory-missing", "wrong-type"],
+    ids=["schema-3.0.0", "bad-enum", "mandatory-missing", "wrong-type", "bad-socket-address"],
 )
 def test_the_binary_refuses_a_broken_config(
     dev_plan: RenderedPlan,  # noqa: F811
@@ -307,6 +309,8 @@ def test_the_binary_refuses_a_broken_config(
     try:
         assert not proc.running(), f"the tracker started with {new!r}:\n{proc.log()}"
         assert proc.popen.returncode != 0
+        # Refused while loading the configuration (src/bootstrap/config.rs), not for another reason.
+        assert "error loading configuration from sources" in proc.log(), proc.log()
     finally:
         proc.stop()
 
