@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from components.tracker import ADMIN_TOKEN_ENV
 from core import layout
@@ -293,7 +294,28 @@ def test_monitoring_containers(deploy: Deploy) -> None:
     ]
 
 
-@pytest.mark.parametrize("name", ["pingoo", "nginx-certbot", "tracker", "prometheus", "grafana"])
+def test_json_exporter_container(deploy: Deploy) -> None:
+    """Tracker v3.0.0 serves JSON stats only: json_exporter (no secret, no volume) turns them into metrics."""
+    run = deploy()
+    exporter = container(run, "json-exporter").inputs
+    assert exporter["image"] == "prometheuscommunity/json-exporter:v0.7.0"
+    assert exporter["command"] == [
+        f"--config.file={layout.JSON_EXPORTER_CONFIG_FILE}",
+        f"--web.listen-address=:{layout.JSON_EXPORTER_PORT}",
+    ]
+    files = uploads(run, "json-exporter")
+    assert list(files) == [layout.JSON_EXPORTER_CONFIG_FILE]
+    assert isinstance(files[layout.JSON_EXPORTER_CONFIG_FILE], str)  # plain: it holds no secret
+    assert TOKEN not in files[layout.JSON_EXPORTER_CONFIG_FILE]
+    assert "volumes" not in exporter and "envs" not in exporter
+    assert exporter["healthcheck"]["tests"][-1] == f"http://127.0.0.1:{layout.JSON_EXPORTER_PORT}/metrics"
+    scrape = yaml.safe_load(secret_value(uploads(run, "prometheus")[layout.PROMETHEUS_CONFIG_FILE]))
+    assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == ["json-exporter:7979"]
+
+
+@pytest.mark.parametrize(
+    "name", ["pingoo", "nginx-certbot", "tracker", "prometheus", "grafana", "json-exporter"]
+)
 def test_container_baseline(deploy: Deploy, name: str) -> None:
     run = deploy()
     registration = container(run, name)
