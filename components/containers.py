@@ -38,10 +38,18 @@ def secret_env(name: str, value: pulumi.Input[str]) -> pulumi.Output[str]:
     return entry
 
 
+IPV4_ANY = "0.0.0.0"
+IPV6_ANY = "::"
+
+
 @dataclass(frozen=True)
 class PublishedPort:
     port: int
     protocol: str = "tcp"
+    # Host addresses to publish on. A port is published on IPv6 only when the process behind it
+    # listens on IPv6: with ip6tables, Docker DNATs IPv6 traffic to the container's IPv6 address,
+    # where an IPv4-only listener refuses it.
+    families: tuple[str, ...] = (IPV4_ANY, IPV6_ANY)
 
 
 @dataclass
@@ -72,11 +80,11 @@ class ContainerSpec:
     user: str | None = None
 
 
-def publish_both_families(ports: Sequence[PublishedPort]) -> list[docker.ContainerPortArgs]:
-    """Docker's provider binds 0.0.0.0 only unless told otherwise; publish on IPv6 as well."""
+def publish_ports(ports: Sequence[PublishedPort]) -> list[docker.ContainerPortArgs]:
+    """Docker's provider binds 0.0.0.0 only unless told otherwise: name each family explicitly."""
     result = []
     for port in ports:
-        for ip in ("0.0.0.0", "::"):
+        for ip in port.families:
             result.append(
                 docker.ContainerPortArgs(
                     internal=port.port, external=port.port, protocol=port.protocol, ip=ip
@@ -138,7 +146,7 @@ def create_service_container(
         uploads=uploads or None,
         volumes=volumes or None,
         mounts=mounts or None,
-        ports=publish_both_families(spec.published) or None,
+        ports=publish_ports(spec.published) or None,
         networks_advanced=networks_advanced,
         healthcheck=healthcheck,
         command=list(spec.command) if spec.command else None,

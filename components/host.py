@@ -25,14 +25,15 @@ class FirewallRule:
 
 
 def firewall_rules(settings: StackSettings) -> list[FirewallRule]:
-    """The complete public surface, IPv4 and IPv6 alike; nothing else is reachable."""
+    """The complete public surface, per address family exactly as published; nothing else is reachable."""
     everyone = (ANY_IPV4, ANY_IPV6)
     rules = [
         FirewallRule(
             "tcp", str(layout.SSH_PORT), tuple(settings.ssh.allowed_cidrs), "SSH from operator CIDRs"
         ),
         FirewallRule("tcp", str(layout.HTTP_PORT), everyone, "nginx: ACME HTTP-01 and redirects"),
-        FirewallRule("tcp", str(layout.HTTPS_PORT), everyone, "Pingoo: tracker API and HTTP trackers"),
+        # Pingoo listens on IPv4 only (components/pingoo.py), so 443 is open to IPv4 only.
+        FirewallRule("tcp", str(layout.HTTPS_PORT), (ANY_IPV4,), "Pingoo: tracker API and HTTP trackers"),
         FirewallRule("tcp", str(layout.GRAFANA_TLS_PORT), everyone, "nginx: Grafana"),
     ]
     rules += [

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pulumi
 
-from components.containers import ContainerSpec, PublishedPort, ServiceArgs, create_service_container
+from components.containers import (
+    IPV4_ANY,
+    ContainerSpec,
+    PublishedPort,
+    ServiceArgs,
+    create_service_container,
+)
 from core import layout
 from core.rendering import render_pingoo
 
@@ -25,7 +31,12 @@ class PingooEdge(pulumi.ComponentResource):
                 # acme.json (ACME account), <domain>.pem/.key: keep across container re-creation,
                 # or every replacement orders new certificates (Let's Encrypt rate limits).
                 volumes={layout.PINGOO_TLS_DIR: layout.PINGOO_TLS_MOUNT},
-                published=[PublishedPort(layout.HTTPS_PORT)],
+                # IPv4 only: Pingoo 0.14.7 parses the listener host with `authority.host().parse::<IpAddr>()`
+                # (pingoo/config/config_file.rs, parse_listener_address), and http's Authority::host()
+                # keeps the brackets of an IPv6 literal, so `https://[::]:443` is refused. Published on
+                # `::` the port would DNAT IPv6 clients to a closed port (and fail TLS-ALPN-01 over
+                # IPv6), so it is not published there and its names get no AAAA record (core/dns.py).
+                published=[PublishedPort(layout.HTTPS_PORT, families=(IPV4_ANY,))],
                 # The image is FROM scratch: no shell, no client, so no health check is possible.
                 healthcheck=None,
                 # Root in the container writing only root-owned paths; Docker lets any process bind

@@ -113,7 +113,7 @@ def test_firewall_allows_exactly_the_public_surface(deploy: Deploy) -> None:
     assert seen == {
         ("in", "tcp", "22", ("198.51.100.0/24", "2001:db8:1234::/48")),
         ("in", "tcp", "80", tuple(EVERYONE)),
-        ("in", "tcp", "443", tuple(EVERYONE)),
+        ("in", "tcp", "443", ("0.0.0.0/0",)),  # Pingoo listens on IPv4 only
         ("in", "tcp", "3443", tuple(EVERYONE)),
         ("in", "udp", "6969", tuple(EVERYONE)),
     }
@@ -134,7 +134,8 @@ def test_udp_ports_follow_config(deploy: Deploy) -> None:
 def test_published_ports_per_container(deploy: Deploy) -> None:
     run = deploy()
     both = ("0.0.0.0", "::")
-    assert published(run, "pingoo") == {(443, 443, "tcp", ip) for ip in both}
+    # Pingoo cannot listen on IPv6 (components/pingoo.py): 443 is published on IPv4 only.
+    assert published(run, "pingoo") == {(443, 443, "tcp", "0.0.0.0")}
     assert published(run, "nginx-certbot") == {(p, p, "tcp", ip) for p in (80, 3443) for ip in both}
     assert published(run, "tracker") == {(6969, 6969, "udp", ip) for ip in both}
     # The API, health check, Prometheus and Grafana are never published.
@@ -671,21 +672,27 @@ def test_public_surface_is_exactly_the_firewall(deploy: Deploy) -> None:
     """Every published port is allowed by the firewall and vice versa (SSH aside), on both families."""
     run = deploy({"tracker": {"udpPorts": [6969, 6868]}})
     published_ports: set[tuple[str, int]] = set()
+    published_families: dict[tuple[str, int], set[str]] = {}
     for registration in run.monitor.by_type(CONTAINER):
         families: dict[tuple[str, int], set[str]] = {}
         for port in registration.inputs.get("ports") or []:
             assert int(port["internal"]) == int(port["external"]), registration.name
             families.setdefault((port["protocol"], int(port["external"])), set()).add(port["ip"])
         for key, ips in families.items():
-            assert ips == {"0.0.0.0", "::"}, (registration.name, key)
+            # Everything on both families, but Pingoo's 443 (IPv4 only, components/pingoo.py).
+            expected = {"0.0.0.0"} if key == ("tcp", 443) else {"0.0.0.0", "::"}
+            assert ips == expected, (registration.name, key)
             published_ports.add(key)
+            published_families[key] = ips
     rules = run.monitor.by_type(FIREWALL)[0].inputs["rules"]
     allowed = {(r["protocol"], int(r["port"])) for r in rules}
     assert allowed - published_ports == {("tcp", 22)}
     assert published_ports == {("tcp", 80), ("tcp", 443), ("tcp", 3443), ("udp", 6969), ("udp", 6868)}
     for rule in rules:
         if rule["port"] != "22":
-            assert rule["sourceIps"] == EVERYONE, rule
+            # The firewall opens each port to exactly the families it is published on.
+            rule_ips = sorted(published_families[(rule["protocol"], int(rule["port"]))])
+            assert rule["sourceIps"] == [EVERYONE[0 if ip == "0.0.0.0" else 1] for ip in rule_ips], rule
     # Never published: the API, HTTP trackers, health check, Prometheus, Grafana, nginx's redirect port.
     for port in (1212, 1313, 7070, 9090, 3000, 8080):
         assert ("tcp", port) not in published_ports and ("tcp", port) not in allowed
