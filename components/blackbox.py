@@ -2,7 +2,7 @@
 
 It sits on the non-internal `probes` network, so its probes leave through Docker's NAT to the
 server's own public addresses and come back in through the published ports (hairpin NAT on the
-host; docs/decisions/0008-alerts-from-inside.md). Prometheus reaches it on `monitoring`.
+host; docs/decisions/0010-alerts-from-inside.md). Prometheus reaches it on `monitoring`.
 """
 
 from __future__ import annotations

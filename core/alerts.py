@@ -2,7 +2,7 @@
 receivers. Nothing here touches Pulumi; secret values come in as plain strings and the callers keep
 the rendered text a Pulumi secret.
 
-Upstream sources read for the values below (docs/decisions/0008-alerts-from-inside.md):
+Upstream sources read for the values below (docs/decisions/0010-alerts-from-inside.md):
 - prometheus/blackbox_exporter v0.28.0 `config/config.go` (modules, `tls_config`, `fail_if_*`) and
   `prober/tcp.go` (the TLS server name defaults to the target's host).
 - prometheus/alertmanager v0.34.0 `config/config.go` (Receiver: email_configs, webhook_configs,

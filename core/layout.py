@@ -116,7 +116,7 @@ NETWORKS: tuple[NetworkSpec, ...] = (
     NetworkSpec("dashboards", True, False, "172.30.5.0/24", None, "Grafana -> Prometheus"),
     NetworkSpec("monitoring", True, False, "172.30.6.0/24", None, "Prometheus -> exporters and Alertmanager"),
     # Not internal: the blackbox exporter probes the server's public names from outside the edge
-    # (through the host's hairpin NAT, docs/decisions/0008-alerts-from-inside.md).
+    # (through the host's hairpin NAT, docs/decisions/0010-alerts-from-inside.md).
     NetworkSpec("probes", False, False, "172.30.7.0/24", None, "blackbox exporter -> public endpoints"),
     # Not internal: Alertmanager sends to SMTP servers and webhooks on the internet.
     NetworkSpec("notify", False, False, "172.30.8.0/24", None, "Alertmanager -> SMTP, webhooks"),

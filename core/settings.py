@@ -379,7 +379,7 @@ class ImageSettings(_Model):
     # (grafana/grafana#118510). Release notes: github.com/grafana/grafana/blob/main/CHANGELOG.md.
     prometheus: ImageRef = "prom/prometheus:v3.13.3"
     grafana: ImageRef = "grafana/grafana:12.4.14"
-    # Versions whose source was read for the values we hand them (docs/decisions/0008).
+    # Versions whose source was read for the values we hand them (docs/decisions/0010-alerts-from-inside.md).
     blackbox_exporter: ImageRef = "prom/blackbox-exporter:v0.28.0"
     node_exporter: ImageRef = "prom/node-exporter:v1.12.1"
     alertmanager: ImageRef = "prom/alertmanager:v0.34.0"

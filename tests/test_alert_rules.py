@@ -8,7 +8,7 @@
 - `blackbox_exporter --config.check` accepts the rendered probe modules.
 Each has a mutation that must make the tool fail. Versions here (Debian 12) are older than the pinned
 images: promtool 2.42 (image v3.11.2), amtool 0.25 (v0.34.0), blackbox 0.23 (v0.28.0), node exporter
-1.5 (v1.12.1); the templates use only fields both sides know (docs/decisions/0008).
+1.5 (v1.12.1); the templates use only fields both sides know (docs/decisions/0010-alerts-from-inside.md).
 """
 
 from __future__ import annotations
