@@ -7,9 +7,11 @@ command that fixes it, because the person reading it is an operator at a termina
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+import shlex
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,6 +24,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from core.names import domain_problem, email_problem
+from core.oncalendar import CalendarError, check_calendar
+from core.sshkeys import SshKeyError, parse_public_key
 
 PROJECT = "torrust-hybrid-tls"
 
@@ -43,11 +49,6 @@ _IMAGE_REF = re.compile(
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
 )
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_SSH_PUBLIC_KEY = re.compile(
-    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com"
-    r"|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( .*)?$"
-)
 _SERVER_TYPE = re.compile(r"^[a-z]{2,4}[0-9]{1,3}$")
 # The Hetzner docker-ce app image ships Docker; any other image gets Docker from the distribution.
 DOCKER_CE_IMAGE = "docker-ce"
@@ -58,18 +59,15 @@ class ConfigError(Exception):
     """Invalid stack configuration; the message is written for the operator."""
 
 
+# A validator may end its message with FIX_MARK + a fix specific to the value (e.g. the network
+# address of a CIDR with host bits); _format_errors puts it on the "fix:" line instead of the generic one.
+FIX_MARK = " \x00fix: "
+
+
 def _fqdn(value: str) -> str:
-    if value != value.lower():
-        raise ValueError(f"'{value}' must be lowercase (Pingoo's ACME rejects upper case names)")
-    if "*" in value:
-        raise ValueError(f"'{value}' is a wildcard; Pingoo cannot obtain wildcard certificates")
-    if value.endswith("."):
-        raise ValueError(f"'{value}' must not end with a dot")
-    labels = value.split(".")
-    if len(labels) < 2 or len(value) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
-        raise ValueError(f"'{value}' is not a fully qualified domain name like 'api.example.com'")
-    if labels[-1].isdigit():
-        raise ValueError(f"'{value}' looks like an IP address; a DNS name is required")
+    problem = domain_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -92,7 +90,16 @@ def _cidr(value: str) -> str:
     try:
         network = ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
-        raise ValueError(f"'{value}' is not a CIDR such as '198.51.100.0/24' ({exc})") from None
+        try:
+            loose = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            example = "2001:db8::/48" if ":" in value else "198.51.100.0/24"
+            raise ValueError(f"'{value}' is not a CIDR such as '{example}' ({exc})") from None
+        # Host bits set: suggest the network of the same family, not an IPv4 example for IPv6.
+        raise ValueError(
+            f"'{value}' is not a CIDR: it has host bits set; the network is '{loose}'"
+            f"{FIX_MARK}pulumi config set --path '{{path}}' {loose}"
+        ) from None
     return str(network)
 
 
@@ -157,18 +164,36 @@ class SshSettings(_Model):
     # Optional path of the private key on the operator's machine; without it the ssh-agent is used.
     private_key_file: str | None = None
     user: Literal["root"] = "root"
+    # 0.0.0.0/0 or ::/0 in allowedCidrs opens sshd to the internet; only with this explicit opt-in.
+    allow_from_anywhere: bool = False
 
     @field_validator("public_keys")
     @classmethod
     def _keys(cls, values: list[str]) -> list[str]:
-        for value in values:
-            if not _SSH_PUBLIC_KEY.match(value):
-                raise ValueError(
-                    f"'{value[:40]}…' is not an OpenSSH public key ('ssh-ed25519 AAAA… comment')"
-                )
-        if len(set(values)) != len(values):
-            raise ValueError("the same public key is listed twice")
+        blobs: dict[bytes, int] = {}
+        for index, value in enumerate(values):
+            try:
+                _, blob, _ = parse_public_key(value)
+            except SshKeyError as exc:
+                shown = "" if "PRIVATE" in str(exc) else f"'{value[:40]}…' "
+                raise ValueError(f"key {index}: {shown}{exc}") from None
+            if blob in blobs:
+                # sshd compares the blob; the comment does not make a second key.
+                raise ValueError(f"keys {blobs[blob]} and {index} are the same public key")
+            blobs[blob] = index
         return values
+
+    @model_validator(mode="after")
+    def _anywhere(self) -> SshSettings:
+        everyone = [c for c in self.allowed_cidrs if ipaddress.ip_network(c).prefixlen == 0]
+        if everyone and not self.allow_from_anywhere:
+            raise ValueError(
+                f"{', '.join(everyone)} lets the whole internet reach sshd; list your own addresses, "
+                "or opt in with ssh.allowFromAnywhere=true"
+                f"{FIX_MARK}pulumi config set --path 'ssh.allowedCidrs[0]' \"$(curl -s https://ifconfig.me)/32\""
+                "   (or: pulumi config set --path 'ssh.allowFromAnywhere' true)"
+            )
+        return self
 
     @field_validator("allowed_cidrs")
     @classmethod
@@ -209,8 +234,9 @@ class AcmeSettings(_Model):
     @field_validator("email")
     @classmethod
     def _email(cls, value: str) -> str:
-        if not _EMAIL.match(value):
-            raise ValueError(f"'{value}' is not an e-mail address")
+        problem = email_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
@@ -258,6 +284,9 @@ class DataSettings(_Model):
     delete_protection: bool = True
 
 
+# Longest suffix components/host.py appends to the server name (SSH keys: -operator-<index>).
+DERIVED_NAME_SUFFIX = "-operator-99"
+
 _ON_CALENDAR = re.compile(r"^[A-Za-z0-9*:,./~ -]{1,64}$")
 
 
@@ -269,11 +298,19 @@ class BackupSettings(_Model):
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        shorthand = value in ("hourly", "daily", "weekly", "monthly")
-        if not _ON_CALENDAR.match(value) or not (shorthand or any(ch.isdigit() for ch in value)):
+        # The characters check keeps the value safe to render into the timer unit; the grammar is
+        # systemd's own (core/oncalendar.py).
+        if not _ON_CALENDAR.match(value):
             raise ValueError(
                 f"'{value}' is not a systemd OnCalendar expression such as '*-*-* 03:15:00' or 'daily'"
             )
+        try:
+            check_calendar(value)
+        except CalendarError as exc:
+            raise ValueError(
+                f"'{value}' is not a systemd OnCalendar expression such as '*-*-* 03:15:00' or 'daily' "
+                f"({exc})"
+            ) from None
         return value
 
 
@@ -294,6 +331,22 @@ class StackSettings(_Model):
     def server_name(self) -> str:
         return self.server.name or f"torrust-{self.stack}".lower().replace("_", "-")
 
+    @model_validator(mode="after")
+    def _derived_names(self) -> StackSettings:
+        # Hetzner names the server after a hostname label (RFC 1123: at most 63 characters), and the
+        # other resources after the server (components/host.py: -firewall, -data, -ipv4/-ipv6,
+        # -operator-<n>); the longest derived name must fit as well.
+        longest = f"{self.server_name}{DERIVED_NAME_SUFFIX}"
+        if len(longest) > 63:
+            source = "server.name" if self.server.name else f"the stack name '{self.stack}'"
+            raise ValueError(
+                f"server name '{self.server_name}' (from {source}) is too long: '{longest}' has "
+                f"{len(longest)} characters, at most 63 are allowed"
+                f"{FIX_MARK}pulumi config set --path 'server.name' torrust-prod   (at most "
+                f"{63 - len(DERIVED_NAME_SUFFIX)} characters)"
+            )
+        return self
+
 
 # Example values used in the "how to fix" line of each error, keyed by top-level key.
 _FIX_EXAMPLES: dict[str, str] = {
@@ -305,14 +358,15 @@ _FIX_EXAMPLES: dict[str, str] = {
     "ssh.publicKeys": "pulumi config set --path 'ssh.publicKeys[0]' \"$(cat ~/.ssh/id_ed25519.pub)\"",
     "ssh.allowedCidrs": "pulumi config set --path 'ssh.allowedCidrs[0]' 198.51.100.7/32",
     "ssh.privateKeyFile": "pulumi config set --path 'ssh.privateKeyFile' ~/.ssh/id_ed25519",
+    "ssh.allowFromAnywhere": "pulumi config set --path 'ssh.allowFromAnywhere' false",
     "ssh.user": "pulumi config rm --path 'ssh.user'",
     "domains": "pulumi config set --path 'domains.trackerApi' api.example.com",
     "domains.trackerApi": "pulumi config set --path 'domains.trackerApi' api.example.com",
     "domains.httpTrackers": "pulumi config set --path 'domains.httpTrackers[0]' http1.example.com",
     "domains.grafana": "pulumi config set --path 'domains.grafana' grafana.example.com",
     "domains.udpTracker": "pulumi config set --path 'domains.udpTracker' udp1.example.com",
-    "acme": "pulumi config set --path 'acme.email' admin@example.com",
-    "acme.email": "pulumi config set --path 'acme.email' admin@example.com",
+    "acme": "pulumi config set --path 'acme.email' admin@tracker.example.org",
+    "acme.email": "pulumi config set --path 'acme.email' you@your-domain.org",
     "acme.staging": "pulumi config set --path 'acme.staging' true",
     "tracker.private": "pulumi config set --path 'tracker.private' false",
     "tracker.udpPorts": "pulumi config set --path 'tracker.udpPorts[0]' 6969",
@@ -356,25 +410,85 @@ def _key_path(loc: tuple[str | int, ...]) -> str:
     return path
 
 
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The settings model class that holds the key at `loc` (by alias), for "did you mean"."""
+    model: type[BaseModel] = StackSettings
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def known_keys(model: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items() if name != "stack"]
+
+
+def did_you_mean(key: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in candidates}
+        close = [lowered[key.lower()]] if key.lower() in lowered else []
+    return f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(candidates)}"
+
+
 def _format_errors(error: ValidationError) -> str:
     lines = ["Invalid stack configuration:"]
     for item in error.errors():
         loc = tuple(part for part in item["loc"] if part != "stack")
         path = _key_path(loc)
         message = item["msg"].removeprefix("Value error, ")
+        specific_fix = None
+        if FIX_MARK in message:
+            message, specific_fix = message.split(FIX_MARK, 1)
         if item["type"] == "missing":
             message = "is required but not set"
         elif item["type"] == "extra_forbidden":
-            message = "is not a known setting (typo?)"
+            model = _model_at(loc)
+            hint = did_you_mean(str(loc[-1]), known_keys(model)) if model else ""
+            message = f"is not a known setting{hint}"
         index_free = re.sub(r"\[\d+\]$", "", path)
         fix = _fix_for(index_free)
         if item["type"] == "extra_forbidden":
             fix = f"pulumi config rm --path '{path}'"
+        if specific_fix is not None:
+            fix = specific_fix.replace("{path}", path)
         lines.append(f"  - {PROJECT}:{path}: {message}\n      fix: {fix}")
     return "\n".join(lines)
 
 
 ConfigReader = Callable[[str], Any]
+
+# Keys of other namespaces (providers) that hold credentials: they must be Pulumi secrets too.
+_SECRET_LIKE = re.compile(r"token|password|passphrase|secret|api_?key|private_?key|credential", re.I)
+
+
+def check_config_keys(keys: Iterable[str], is_secret: Callable[[str], bool]) -> list[str]:
+    """Problems with the set of configured keys (names only: values of other namespaces are never
+    read, so whatever they hold cannot take the program down).
+
+    Every key of our namespace must be a known setting (a typo would be silently ignored), and a
+    credential of any namespace (`hcloud:token`) must not sit in plain text in the stack file.
+    """
+    known = sorted(set(STRUCTURED_KEYS) | set(known_keys(StackSettings)) | set(SECRET_KEYS))
+    problems: list[str] = []
+    for full_key in sorted(set(keys)):
+        namespace, _, name = full_key.partition(":")
+        if namespace == PROJECT and name not in known:
+            problems.append(
+                f"  - {full_key}: is not a known setting{did_you_mean(name, known)}\n"
+                f"      fix: pulumi config rm {shlex.quote(name)}"
+            )
+        elif namespace != PROJECT and _SECRET_LIKE.search(name) and not is_secret(full_key):
+            problems.append(
+                f"  - {full_key}: is stored in plain text in the stack file\n"
+                f"      fix: pulumi config set --secret {full_key} <value>   (then rotate it: it was exposed)"
+            )
+    return problems
 
 
 def load_settings(stack: str, read_object: ConfigReader) -> StackSettings:
