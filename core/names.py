@@ -122,7 +122,7 @@ def email_problem(value: str) -> str | None:
     what certbot sends (mailto:<address>), so display names and comments are refused too.
     """
     local, at, domain = value.rpartition("@")
-    if not at or not local or any(ch.isspace() or ch in '<>(),;:"[]\\' for ch in value):
+    if not at or not local or not domain or any(ch.isspace() or ch in '<>(),;:"[]\\' for ch in value):
         return f"'{value}' is not an e-mail address such as 'admin@tracker.example.org'"
     if len(value) > 254:
         return "is longer than 254 characters"

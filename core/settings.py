@@ -62,6 +62,8 @@ class ConfigError(Exception):
 # A validator may end its message with FIX_MARK + a fix specific to the value (e.g. the network
 # address of a CIDR with host bits); _format_errors puts it on the "fix:" line instead of the generic one.
 FIX_MARK = " \x00fix: "
+# A model-level validator (no field location) names its key with KEY_MARK + path at the very end.
+KEY_MARK = "\x00key: "
 
 
 def _fqdn(value: str) -> str:
@@ -93,8 +95,13 @@ def _cidr(value: str) -> str:
         try:
             loose = ipaddress.ip_network(value, strict=False)
         except ValueError:
-            example = "2001:db8::/48" if ":" in value else "198.51.100.0/24"
-            raise ValueError(f"'{value}' is not a CIDR such as '{example}' ({exc})") from None
+            six = ":" in value
+            example = "2001:db8::/48" if six else "198.51.100.0/24"
+            mine = "-6 https://ifconfig.me)/128" if six else "-4 https://ifconfig.me)/32"
+            raise ValueError(
+                f"'{value}' is not a CIDR such as '{example}' ({exc})"
+                f"{FIX_MARK}pulumi config set --path '{{path}}' \"$(curl -s {mine}\""
+            ) from None
         # Host bits set: suggest the network of the same family, not an IPv4 example for IPv6.
         raise ValueError(
             f"'{value}' is not a CIDR: it has host bits set; the network is '{loose}'"
@@ -192,6 +199,7 @@ class SshSettings(_Model):
                 "or opt in with ssh.allowFromAnywhere=true"
                 f"{FIX_MARK}pulumi config set --path 'ssh.allowedCidrs[0]' \"$(curl -s https://ifconfig.me)/32\""
                 "   (or: pulumi config set --path 'ssh.allowFromAnywhere' true)"
+                f"{KEY_MARK}ssh.allowedCidrs"
             )
         return self
 
@@ -343,7 +351,7 @@ class StackSettings(_Model):
                 f"server name '{self.server_name}' (from {source}) is too long: '{longest}' has "
                 f"{len(longest)} characters, at most 63 are allowed"
                 f"{FIX_MARK}pulumi config set --path 'server.name' torrust-prod   (at most "
-                f"{63 - len(DERIVED_NAME_SUFFIX)} characters)"
+                f"{63 - len(DERIVED_NAME_SUFFIX)} characters){KEY_MARK}server.name"
             )
         return self
 
@@ -442,6 +450,8 @@ def _format_errors(error: ValidationError) -> str:
         loc = tuple(part for part in item["loc"] if part != "stack")
         path = _key_path(loc)
         message = item["msg"].removeprefix("Value error, ")
+        if KEY_MARK in message:
+            message, path = message.split(KEY_MARK, 1)
         specific_fix = None
         if FIX_MARK in message:
             message, specific_fix = message.split(FIX_MARK, 1)
