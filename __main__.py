@@ -177,7 +177,12 @@ pulumi.export(
 pulumi.export(
     "sshCommand",
     pulumi.Output.all(host.ipv4_address, host.host_public_key).apply(
-        lambda values: ssh_command(settings.ssh.user, values[0], values[1])
+        lambda values: ssh_command(
+            settings.ssh.user,
+            values[0],
+            values[1],
+            os.path.expanduser(settings.ssh.private_key_file) if settings.ssh.private_key_file else None,
+        )
     ),
 )
 pulumi.export("hostKey", host.host_public_key.apply(str.strip))

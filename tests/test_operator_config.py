@@ -148,3 +148,14 @@ def test_unencrypted_private_key_file_is_used(deploy: Deploy, tmp_path: Path) ->
     run = deploy(private_key_config(key))
     ready = next(r for r in run.monitor.registrations if r.name == "docker-ready")
     assert "privateKey" in json.dumps(ready.inputs["connection"])
+
+
+def test_ssh_command_names_the_key_file(deploy: Deploy, tmp_path: Path) -> None:
+    import shlex
+
+    key = tmp_path / "id_ed25519"
+    key.write_text(openssh_private(b"none"))
+    with_key = shlex.split(deploy(private_key_config(key)).outputs["sshCommand"])
+    assert with_key[with_key.index("-i") + 1] == str(key)
+    without = shlex.split(deploy().outputs["sshCommand"])
+    assert "-i" not in without and without[-1].startswith("root@")
