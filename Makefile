@@ -3,12 +3,13 @@
 #   make check                lint + types + every test, real tools required (REQUIRE_REAL_TOOLS=1)
 #   make plan STACK=dev       offline plan under mocks -> build/plan/<stack>/
 #   make plan-diff BASE=<ref> [STACK=dev] [PLAN_DIFF_ARGS=--json]   Markdown (or JSON) review of a change
+#   make docs                 regenerate Pulumi.yaml `config:` and the README configuration reference
 STACK ?= dev
 BASE ?= origin/main
 VENV ?= venv
 PYTHON ?= $(shell test -x $(VENV)/bin/python && echo $(VENV)/bin/python || echo python3)
 
-.PHONY: venv test check lint typecheck plan plan-diff actionlint clean
+.PHONY: venv test check lint typecheck plan plan-diff actionlint docs clean
 
 venv:
 	python3 -m venv $(VENV)
@@ -32,6 +33,10 @@ check: lint typecheck actionlint
 
 plan:
 	$(PYTHON) -m tools.plan --stack $(STACK)
+
+# Regenerate Pulumi.yaml's config block and the README's configuration reference from core/settings.py.
+docs:
+	$(PYTHON) -m tools.config_reference
 
 plan-diff:
 	$(PYTHON) -m tools.plan_diff --base $(BASE) --stack $(STACK) $(PLAN_DIFF_ARGS)

@@ -120,16 +120,24 @@ class _Model(BaseModel):
         populate_by_name=True,
         frozen=True,
         str_strip_whitespace=True,
+        # The docstring under each field is its description: the README's configuration reference
+        # and Pulumi.yaml's `config:` block are generated from it (tools/config_reference.py).
+        use_attribute_docstrings=True,
     )
 
 
 class ServerSettings(_Model):
     type: str = "cx23"
+    """Hetzner server type (changed in place; the server is stopped briefly)."""
     location: str = "nbg1"
+    """Hetzner location: fsn1, nbg1, hel1, ash, hil or sin (replaces the server)."""
     image: str = DOCKER_CE_IMAGE
+    """Hetzner's docker-ce app image; ubuntu-24.04 or debian-12 get Docker installed (replaces the server)."""
     name: str | None = None
+    """Server name; the volume, IPs, firewall and keys are named after it (default torrust-<stack>)."""
     # Hetzner's daily server backups (+20% of the server price); they do not include volumes.
     backups: bool = False
+    """Hetzner daily server backups (+20% of the server price; they do not include the volume)."""
 
     @field_validator("type")
     @classmethod
@@ -167,12 +175,18 @@ class ServerSettings(_Model):
 
 class SshSettings(_Model):
     public_keys: list[str] = Field(min_length=1)
+    """OpenSSH public keys for root (changing them replaces the server)."""
     allowed_cidrs: list[Cidr] = Field(min_length=1)
+    """CIDRs allowed to reach port 22 (IPv4 and/or IPv6)."""
     # Optional path of the private key on the operator's machine; without it the ssh-agent is used.
     private_key_file: str | None = None
+    """Private key path on the machine running Pulumi (unset: ssh-agent); a passphrase-protected key
+    must be loaded in ssh-agent."""
     user: Literal["root"] = "root"
+    """SSH user (root only)."""
     # 0.0.0.0/0 or ::/0 in allowedCidrs opens sshd to the internet; only with this explicit opt-in.
     allow_from_anywhere: bool = False
+    """Opt-in for 0.0.0.0/0 or ::/0 in allowedCidrs (sshd open to the internet)."""
 
     @field_validator("public_keys")
     @classmethod
@@ -213,9 +227,13 @@ class SshSettings(_Model):
 
 class DomainSettings(_Model):
     tracker_api: Fqdn
+    """REST API name (Pingoo, 443)."""
     http_trackers: list[Fqdn] = Field(min_length=1, max_length=8)
+    """One to eight HTTP tracker names (Pingoo, 443), tracker ports 7070, 7071, ..."""
     grafana: Fqdn
+    """Grafana name (nginx, 3443; Pingoo redirects 443 to 3443)."""
     udp_tracker: Fqdn | None = None
+    """Name used in UDP announce URLs (unset: the server IPv4)."""
 
     @model_validator(mode="after")
     def _distinct(self) -> DomainSettings:
@@ -237,7 +255,9 @@ class DomainSettings(_Model):
 
 class AcmeSettings(_Model):
     email: str
+    """ACME account e-mail (Let's Encrypt refuses example.* and special-use domains)."""
     staging: bool = True
+    """Let's Encrypt staging for both Pingoo and certbot."""
 
     @field_validator("email")
     @classmethod
@@ -250,10 +270,15 @@ class AcmeSettings(_Model):
 
 class TrackerSettings(_Model):
     private: bool = False
+    """Private tracker (announce URLs need a key)."""
     udp_ports: list[int] = Field(default_factory=lambda: [6969], min_length=1, max_length=8)
+    """UDP tracker ports (1024-65535), published on IPv4 and IPv6."""
     database: Literal["sqlite3"] = "sqlite3"
+    """Database driver."""
     announce_interval: int = Field(default=300, ge=60, le=7200)
+    """Announce interval in seconds (60-7200)."""
     log_level: Literal["error", "warn", "info", "debug", "trace"] = "info"
+    """Tracker log threshold."""
 
     @field_validator("udp_ports")
     @classmethod
@@ -268,10 +293,15 @@ class TrackerSettings(_Model):
 
 class ImageSettings(_Model):
     pingoo: ImageRef = "pingooio/pingoo:0.14.7"
+    """Pingoo image (0.14.9 has an ACME regression, pingoo PR #24; the program warns)."""
     nginx_certbot: ImageRef = "jonasal/nginx-certbot:6.2.0-nginx1.31.2"
+    """nginx+certbot image."""
     tracker: ImageRef = "torrust/tracker:develop"
+    """Torrust tracker image (a moving tag: pin a digest, see Pinning images)."""
     prometheus: ImageRef = "prom/prometheus:v3.11.2"
+    """Prometheus image."""
     grafana: ImageRef = "grafana/grafana:12.4.2"
+    """Grafana image."""
 
     def mutable(self) -> list[str]:
         """Images pinned by a tag that upstream moves (no digest): worth a warning, not an error."""
@@ -287,9 +317,12 @@ class DataSettings(_Model):
     """The Hetzner Volume and Primary IPs that outlive the server."""
 
     volume_size: int = Field(default=20, ge=10, le=10240)
+    """Size in GB of the data volume (10-10240; can grow, never shrink)."""
     # Hetzner delete protection and Pulumi `protect` on the volume and the primary IPs. Turn it off
     # only for throwaway stacks that `pulumi destroy` must remove completely.
     delete_protection: bool = True
+    """Hetzner delete protection and Pulumi protect on the volume and the primary IPs; false only for
+    throwaway stacks that pulumi destroy must remove."""
 
 
 # Longest suffix components/host.py appends to the server name (SSH keys: -operator-<index>).
@@ -301,7 +334,10 @@ _ON_CALENDAR = re.compile(r"^[A-Za-z0-9*:,./~ -]{1,64}$")
 class BackupSettings(_Model):
     # systemd OnCalendar expression (see `man systemd.time`), in the server's time zone (UTC).
     schedule: str = "*-*-* 03:15:00"
+    """systemd OnCalendar expression of the on-server backup, in UTC (checked with systemd-analyze
+    calendar where available)."""
     retention_days: int = Field(default=14, ge=1, le=365)
+    """Days of backups kept on the volume (1-365)."""
 
     @field_validator("schedule")
     @classmethod
@@ -327,13 +363,21 @@ class StackSettings(_Model):
 
     stack: str
     server: ServerSettings = Field(default_factory=ServerSettings)
+    """The Hetzner Cloud server."""
     ssh: SshSettings
+    """SSH access for the operator and for Pulumi."""
     domains: DomainSettings
+    """Public DNS names (lowercase, under a public TLD)."""
     acme: AcmeSettings
+    """Certificates from Let's Encrypt."""
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
+    """The Torrust tracker."""
     images: ImageSettings = Field(default_factory=ImageSettings)
+    """Container images, pinned."""
     data: DataSettings = Field(default_factory=DataSettings)
+    """The Hetzner Volume and Primary IPs that outlive the server."""
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    """Scheduled backups on the server."""
 
     @property
     def server_name(self) -> str:
