@@ -150,6 +150,7 @@ def test_plan_labels_mock_addresses(plan_dir: Path, tmp_path: Path) -> None:
     assert plan["outputs"]["serverIpv4"] in plan["notes"]["mockAddresses"]
     result = run_plan(tmp_path / "out")
     assert "DNS records to create (mock addresses):" in result.stdout
+    assert "refused by `pulumi up`): domains.trackerApi, domains.grafana" in result.stderr
     assert f"{plan['outputs']['serverIpv4']} and {plan['outputs']['serverIpv6']} are mock" in result.stdout
 
 

@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from core.settings import PROJECT, SECRET_KEYS
+from core.examples import documentation_values
+from core.settings import PROJECT, SECRET_KEYS, ConfigError, load_settings
 from tools.mocks import EXAMPLE_IPV4, EXAMPLE_IPV6, Registration, masked, reveal
 from tools.program import REPO_ROOT, ProgramRun, run_program
 
@@ -239,6 +240,21 @@ def summary(plan: dict[str, Any], out_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def documentation_notes(stack: str, config: Mapping[str, Any]) -> list[str]:
+    """The example stack's documentation-only values, which `pulumi up` refuses (core/examples.py)."""
+    try:
+        settings = load_settings(stack, lambda key: config.get(f"{PROJECT}:{key}"))
+    except ConfigError:
+        return []
+    found = documentation_values(settings)
+    if not found:
+        return []
+    keys = ", ".join(path for path, _ in found)
+    return [
+        f"documentation-only values (fine for this plan and `pulumi preview`, refused by `pulumi up`): {keys}"
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -257,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         run = run_program(args.stack, config, secret_keys)
         secret_values = {key: str(config[key]) for key in secret_keys if isinstance(config.get(key), str)}
         plan = write_plan(args.stack, run, out_dir, secret_values)
+        for note in documentation_notes(args.stack, config):
+            print(f"note: {note}", file=sys.stderr)
     except PlanError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
