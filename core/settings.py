@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from core.names import domain_problem, email_problem
+from core.names import domain_problem, email_problem, punycode_suggestion
 from core.oncalendar import CalendarError, check_calendar
 from core.sshkeys import SshKeyError, parse_public_key
 
@@ -69,6 +69,10 @@ KEY_MARK = "\x00key: "
 def _fqdn(value: str) -> str:
     problem = domain_problem(value)
     if problem is not None:
+        suggestion = punycode_suggestion(value) if not value.isascii() else None
+        if suggestion:
+            # An IDN typed in Unicode: the fix is its A-label form.
+            problem += f"{FIX_MARK}pulumi config set --path '{{path}}' {suggestion}"
         raise ValueError(problem)
     return value
 

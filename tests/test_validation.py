@@ -83,6 +83,13 @@ def test_names_lets_encrypt_refuses(name: str, expected: str) -> None:
     assert "fix: pulumi config set --path 'domains.grafana'" in message
 
 
+def test_unicode_name_gets_its_punycode_as_the_fix() -> None:
+    message = error_of(
+        {**dev_config(), "domains": {**dev_config()["domains"], "grafana": "grafana.bücher.de"}}
+    )
+    assert "fix: pulumi config set --path 'domains.grafana' grafana.xn--bcher-kva.de" in message
+
+
 @pytest.mark.parametrize("name", ACCEPTED_NAMES)
 def test_names_lets_encrypt_accepts(name: str) -> None:
     assert domain_problem(name) is None
