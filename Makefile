@@ -7,38 +7,59 @@
 STACK ?= dev
 BASE ?= origin/main
 VENV ?= venv
-PYTHON ?= $(shell test -x $(VENV)/bin/python && echo $(VENV)/bin/python || echo python3)
+PYTHON ?= $(VENV)/bin/python
+# Every target runs in $(VENV), created on first use and re-installed whenever a requirements file
+# is newer than the stamp. The interpreter that creates it is the first of these that is Python
+# 3.11 or newer (`python3` alone may be older); override with BOOTSTRAP_PYTHON=/path/to/python3.11.
+PYTHON_CANDIDATES ?= python3.13 python3.12 python3.11 python3
+IS_311 = -c 'import sys; sys.exit(sys.version_info < (3, 11))'
+BOOTSTRAP_PYTHON ?= $(firstword $(foreach candidate,$(PYTHON_CANDIDATES),$(shell \
+	command -v $(candidate) >/dev/null 2>&1 && $(candidate) $(IS_311) 2>/dev/null && echo $(candidate))))
+VENV_STAMP := $(VENV)/.requirements.stamp
 
 .PHONY: venv test check lint typecheck plan plan-diff actionlint docs clean
 
-venv:
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q -r requirements-dev.txt
+venv: $(VENV_STAMP)
 
-test:
+$(VENV_STAMP): requirements.txt requirements-dev.txt
+	@if [ ! -x $(PYTHON) ]; then \
+	  if [ -z "$(BOOTSTRAP_PYTHON)" ]; then \
+	    echo "error: Python 3.11 or newer is needed to create $(VENV) (tried: $(PYTHON_CANDIDATES))." >&2; \
+	    echo "  fix: install python3.11 (Debian/Ubuntu: apt-get install python3 python3-venv), or" \
+	      "run make BOOTSTRAP_PYTHON=/path/to/python3.11 ..." >&2; \
+	    exit 1; \
+	  fi; \
+	  echo "creating $(VENV) with $(BOOTSTRAP_PYTHON)"; \
+	  $(BOOTSTRAP_PYTHON) -m venv $(VENV) || exit 1; \
+	fi
+	@$(PYTHON) $(IS_311) || { echo "error: $(VENV) runs Python older than 3.11; remove it (rm -r $(VENV)) and run make again" >&2; exit 1; }
+	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+test: $(VENV_STAMP)
 	$(PYTHON) -m pytest -q
 
-lint:
+lint: $(VENV_STAMP)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 
-typecheck:
+typecheck: $(VENV_STAMP)
 	$(PYTHON) -m mypy
 
-actionlint:
+actionlint: $(VENV_STAMP)
 	$(PYTHON) -m tools.run_actionlint
 
 check: lint typecheck actionlint
 	REQUIRE_REAL_TOOLS=1 $(PYTHON) -m pytest -q
 
-plan:
+plan: $(VENV_STAMP)
 	$(PYTHON) -m tools.plan --stack $(STACK)
 
 # Regenerate Pulumi.yaml's config block and the README's configuration reference from core/settings.py.
-docs:
+docs: $(VENV_STAMP)
 	$(PYTHON) -m tools.config_reference
 
-plan-diff:
+plan-diff: $(VENV_STAMP)
 	$(PYTHON) -m tools.plan_diff --base $(BASE) --stack $(STACK) $(PLAN_DIFF_ARGS)
 
 clean:

@@ -92,6 +92,15 @@ def load_configuration() -> tuple[StackSettings, dict[str, pulumi.Output[str]]]:
     if settings is not None and not pulumi.runtime.is_dry_run():
         # `pulumi up` only: the example stack must stay plannable and previewable.
         problems += documentation_problems(settings)
+    if os.environ.get("DOCKER_CONTEXT"):
+        # The Docker provider reads DOCKER_CONTEXT and lets it override `host`, so the containers
+        # would go to that context's daemon instead of the server (kreuzwerker/terraform-provider-docker
+        # v4.5.0 internal/provider/provider.go: `context` defaults to $DOCKER_CONTEXT; configure()).
+        problems.append(
+            f"  - DOCKER_CONTEXT={os.environ['DOCKER_CONTEXT']!r} is set in this environment: the Docker "
+            "provider would use that context instead of the server\n"
+            "      fix: unset DOCKER_CONTEXT   (then run the command again)"
+        )
     if problems or settings is None:
         raise ConfigError("Invalid stack configuration:\n" + "\n".join(problems))
     return settings, secrets

@@ -49,6 +49,9 @@ class ContainerSpec:
     name: str
     image: str
     memory_mb: int
+    # Seconds between the stop signal and SIGKILL, for `docker stop` and for Pulumi's delete
+    # (destroy_grace_seconds below): every container states it, none inherits a default.
+    stop_timeout: int
     env: Sequence[pulumi.Input[str]] = ()
     uploads: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     volumes: Mapping[str, str] = field(default_factory=dict)  # host path -> container path
@@ -60,7 +63,6 @@ class ContainerSpec:
     # Open-file limit for containers that hold many sockets (Rust programs don't raise it themselves).
     nofile: int | None = None
     stop_signal: str | None = None
-    stop_timeout: int | None = None
 
 
 def publish_both_families(ports: Sequence[PublishedPort]) -> list[docker.ContainerPortArgs]:
@@ -123,6 +125,11 @@ def create_service_container(
         healthcheck=healthcheck,
         command=list(spec.command) if spec.command else None,
         memory=spec.memory_mb,
+        # No swap. With only `memory` set, Docker stores MemorySwap = 2 x Memory, the provider reads
+        # it back into state, and every `up` shows an update (kreuzwerker/terraform-provider-docker
+        # v4.5.0 internal/provider/resource_docker_container_funcs.go: Read sets memory_swap;
+        # resource_docker_container.go: memory_swap is Optional, not Computed).
+        memory_swap=spec.memory_mb,
         log_driver="json-file",
         log_opts=LOG_OPTS,
         security_opts=["no-new-privileges:true"],
@@ -133,5 +140,17 @@ def create_service_container(
         else None,
         stop_signal=spec.stop_signal,
         stop_timeout=spec.stop_timeout,
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[ready, image], delete_before_replace=True),
+        # The provider's Delete stops with a timeout of 0 (SIGKILL at once) unless this is set; it
+        # overrides the container's own stop timeout (kreuzwerker/terraform-provider-docker v4.5.0
+        # internal/provider/resource_docker_container_funcs.go, resourceDockerContainerDelete).
+        destroy_grace_seconds=spec.stop_timeout,
+        opts=pulumi.ResourceOptions(
+            parent=parent,
+            depends_on=[ready, image],
+            delete_before_replace=True,
+            # `healthcheck` is neither ForceNew nor handled by the provider's Update (which only
+            # touches restart, CPU, memory and device limits: resource_docker_container_funcs.go,
+            # resourceDockerContainerUpdate), so an edited check would never reach the container.
+            replace_on_changes=["healthcheck"],
+        ),
     )

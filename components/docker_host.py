@@ -10,7 +10,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from core import layout
+from core import backup, layout
 from core.settings import StackSettings
 
 # `cloud-init status --wait` exits 2 for "done, with recoverable errors" (e.g. a deprecated key);
@@ -21,6 +21,26 @@ READINESS_SCRIPT = (
     f"mountpoint -q {layout.DATA_ROOT} || "
     f"{{ echo 'data volume not mounted at {layout.DATA_ROOT}' >&2; exit 1; }}; "
     "docker info --format 'docker {{.ServerVersion}} ready'"
+)
+
+# The readiness step's delete, which Pulumi runs after every container is gone and before the
+# VolumeAttachment is detached (the step depends on it; dependents are deleted first), on a
+# replaced server as on `pulumi destroy`: stop what could still write to the volume, then unmount
+# it, so Hetzner never detaches a mounted ext4 file system. It fails (and so stops the detach)
+# when the volume cannot be unmounted. With live-restore, stopping dockerd alone would leave
+# containers running, so they are stopped first.
+RELEASE_VOLUME_SCRIPT = (
+    "set -u; "
+    f"systemctl stop {backup.TIMER_NAME} {backup.SERVICE_NAME} 2>/dev/null || true; "
+    "if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then "
+    "docker ps -q | xargs -r docker stop --time 30 >/dev/null; fi; "
+    "systemctl stop docker.socket docker.service 2>/dev/null || true; "
+    "sync; "
+    f"if mountpoint -q {layout.DATA_ROOT}; then "
+    f"systemctl stop {layout.DATA_MOUNT_UNIT} 2>/dev/null || umount {layout.DATA_ROOT}; fi; "
+    f"if mountpoint -q {layout.DATA_ROOT}; then "
+    f"echo '{layout.DATA_ROOT} is still mounted: not detaching the volume' >&2; exit 1; fi; "
+    f"echo 'docker stopped, {layout.DATA_ROOT} unmounted'"
 )
 
 
@@ -82,9 +102,16 @@ class DockerHost(pulumi.ComponentResource):
             f"{name}-ready",
             connection=self.connection,
             create=READINESS_SCRIPT,
+            delete=RELEASE_VOLUME_SCRIPT,
             # A replaced server must be waited for again.
             triggers=[args.server_id],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=args.server_ready_after),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=args.server_ready_after,
+                # The delete must run on the old server, before its volume is detached; after a
+                # create-before-delete it would stop Docker on the new one (same IP and host key).
+                delete_before_replace=True,
+            ),
         )
 
         private_key_file = settings.ssh.private_key_file

@@ -73,6 +73,16 @@ class Host(pulumi.ComponentResource):
             )
             for index, key in enumerate(settings.ssh.public_keys)
         ]
+        # Keys already in the project (ssh.existingKeys), looked up by ID or name: a missing key
+        # fails `pulumi preview`, before anything is created.
+        self.existing_key_ids: list[pulumi.Output[str]] = [
+            (
+                hcloud.get_ssh_key_output(id=int(ref), opts=pulumi.InvokeOptions(parent=self))
+                if ref.isdigit()
+                else hcloud.get_ssh_key_output(name=ref, opts=pulumi.InvokeOptions(parent=self))
+            ).id.apply(lambda key_id: str(key_id))
+            for ref in settings.ssh.existing_keys
+        ]
 
         self.firewall = hcloud.Firewall(
             f"{name}-firewall",
@@ -135,7 +145,7 @@ class Host(pulumi.ComponentResource):
             server_type=settings.server.type,
             image=settings.server.image,
             location=settings.server.location,
-            ssh_keys=[key.id for key in self.ssh_keys],
+            ssh_keys=[key.id for key in self.ssh_keys] + self.existing_key_ids,
             firewall_ids=[self.firewall.id.apply(int)],
             user_data=user_data,
             labels=labels,

@@ -62,6 +62,8 @@ class Monitoring(pulumi.ComponentResource):
                 name=layout.PROMETHEUS,
                 image=settings.images.prometheus,
                 memory_mb=512,
+                # On SIGTERM Prometheus flushes the head block and closes the WAL; give it time.
+                stop_timeout=60,
                 uploads={layout.PROMETHEUS_CONFIG_FILE: self.prometheus_config},
                 volumes={layout.PROMETHEUS_DATA_DIR: "/prometheus"},
                 command=[
@@ -91,6 +93,8 @@ class Monitoring(pulumi.ComponentResource):
                 name=layout.GRAFANA,
                 image=settings.images.grafana,
                 memory_mb=512,
+                # Grafana closes its SQLite database on SIGTERM.
+                stop_timeout=30,
                 env=grafana_env(settings, args.grafana_admin_password),
                 uploads=self.grafana_files,
                 volumes={layout.GRAFANA_DATA_DIR: "/var/lib/grafana"},

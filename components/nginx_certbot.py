@@ -37,6 +37,8 @@ class NginxCertbot(pulumi.ComponentResource):
                 name=layout.NGINX,
                 image=settings.images.nginx_certbot,
                 memory_mb=256,
+                # A margin over Docker's default 10 s for nginx and a certbot run to finish.
+                stop_timeout=15,
                 env=certbot_env(settings),
                 uploads=self.files,
                 volumes={layout.LETSENCRYPT_DIR: "/etc/letsencrypt"},

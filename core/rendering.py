@@ -225,6 +225,52 @@ DOCKER_DAEMON = {
 CONNTRACK_MAX = 1048576
 
 
+def docker_daemon(settings: StackSettings) -> dict[str, object]:
+    """daemon.json for the Docker the image ships (docker-ce) or the distribution's docker.io.
+
+    Distribution docker.io below Docker 27 (Debian 12: 20.10.24) refuses to start with ip6tables
+    unless experimental is on: moby daemon/daemon_unix.go verifyDaemonSettings,
+    "ip6tables rules are only available if experimental features are enabled" (removed in 27.0).
+    tests/test_real_docker_host.py starts the real dockerd 20.10.24 with both files.
+    docs/decisions/0011-first-deploy-host.md.
+    """
+    daemon: dict[str, object] = dict(DOCKER_DAEMON)
+    if settings.server.image != DOCKER_CE_IMAGE:
+        daemon["experimental"] = True
+    return daemon
+
+
+# Hetzner's metadata service serves the user data, and so the SSH host private key, to anything
+# on the server's network path without a token; containers reach it through FORWARD. The rule
+# sits in DOCKER-USER, which dockerd jumps to first from FORWARD and never flushes; the script
+# runs before dockerd starts (and again with every docker restart) and creates the chain itself.
+METADATA_ADDRESS = "169.254.169.254"
+METADATA_BLOCK_SCRIPT_PATH = "/usr/local/sbin/torrust-block-metadata"
+METADATA_BLOCK_UNIT = "torrust-block-metadata.service"
+
+
+def metadata_block_script() -> str:
+    return render_template(
+        "cloud-init/block-metadata.sh.j2",
+        address=METADATA_ADDRESS,
+    )
+
+
+def metadata_block_unit() -> str:
+    return render_template(
+        "cloud-init/block-metadata.service.j2",
+        script=METADATA_BLOCK_SCRIPT_PATH,
+    )
+
+
+# sshd's default MaxStartups 10:30:100 drops 30% of new connections once 10 are unauthenticated
+# (openssh-portable servconf.c defaults, sshd.c should_drop_connection). The Docker provider opens
+# one `ssh … docker system dial-stdio` per operation and runs a dozen at once (docker/cli
+# cli/connhelper/connhelper.go); port 22 only admits ssh.allowedCidrs, so a higher limit costs
+# nothing. docs/decisions/0011-first-deploy-host.md.
+SSHD_MAX_STARTUPS = "100:30:200"
+
+
 def render_cloud_init(
     settings: StackSettings, host_key_private: str, host_key_public: str, volume_id: str
 ) -> str:
@@ -239,7 +285,12 @@ def render_cloud_init(
         host_key_public=host_key_public.strip(),
         upgrade_packages=True,
         install_docker=settings.server.image != DOCKER_CE_IMAGE,
-        docker_daemon_json=json.dumps(DOCKER_DAEMON, sort_keys=True),
+        docker_daemon_json=json.dumps(docker_daemon(settings), sort_keys=True),
+        sshd_max_startups=SSHD_MAX_STARTUPS,
+        metadata_block_script_path=METADATA_BLOCK_SCRIPT_PATH,
+        metadata_block_script=metadata_block_script(),
+        metadata_block_unit_name=METADATA_BLOCK_UNIT,
+        metadata_block_unit=metadata_block_unit(),
         conntrack_max=CONNTRACK_MAX,
         directories=host_directories(),
     )

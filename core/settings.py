@@ -40,6 +40,33 @@ SECRET_KEYS = tuple(SECRET_MIN_LENGTHS)
 # Hetzner Cloud locations (https://docs.hetzner.cloud/#locations). A typo here would only fail
 # half-way through `pulumi up`, so it is checked up front.
 HETZNER_LOCATIONS = ("fsn1", "nbg1", "hel1", "ash", "hil", "sin")
+_EU_LOCATIONS = ("fsn1", "nbg1", "hel1")
+# Where each server type family is sold. Hetzner refuses other pairs at create time with
+# "unsupported location for server type" (invalid_input), half-way through the first `up`.
+# Sources, read 2026-11-26: Hetzner Cloud API `GET /server_types` -> `locations[].available`
+# (pulumi-hcloud 1.43.3 `get_server_type`; since 2026-04-01 per docs.hetzner.cloud changelog
+# "datacenter-deprecations"); Hetzner's server overview lists the cost-optimized CX (Intel/AMD)
+# and CAX (Arm) lines in Germany and Finland only, while CPX (regular performance) and CCX
+# (dedicated vCPU) are sold in every location, Ashburn, Hillsboro and Singapore included. Seen
+# in practice: trailofbits/algo#14562, roots/trellis-cli#622 (CX/CAX refused in US locations),
+# testflows/TestFlows-GitHub-Hetzner-Runners#96 (cx23: "unsupported location for server type").
+# The live answer for one account is `hcloud server-type describe <type>`; this table only
+# catches the pairs that can never work. Unknown families are not checked.
+SERVER_TYPE_LOCATIONS: dict[str, tuple[str, ...]] = {
+    "cx": _EU_LOCATIONS,
+    "cax": _EU_LOCATIONS,
+    "cpx": HETZNER_LOCATIONS,
+    "ccx": HETZNER_LOCATIONS,
+}
+# A valid choice per location for the error message (the smallest current type sold there).
+_SUGGESTED_TYPE = {
+    "fsn1": "cx23",
+    "nbg1": "cx23",
+    "hel1": "cx23",
+    "ash": "cpx22",
+    "hil": "cpx22",
+    "sin": "cpx22",
+}
 
 
 _DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -50,6 +77,8 @@ _IMAGE_REF = re.compile(
     r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
 )
 _SERVER_TYPE = re.compile(r"^[a-z]{2,4}[0-9]{1,3}$")
+# A Hetzner SSH key name (as shown by `hcloud ssh-key list`) or its numeric ID.
+_SSH_KEY_REF = re.compile(r"^\S(.{0,126}\S)?$")
 # The Hetzner docker-ce app image ships Docker; any other image gets Docker from the distribution.
 DOCKER_CE_IMAGE = "docker-ce"
 MUTABLE_TAGS = ("latest", "develop", "main", "master", "nightly", "edge")
@@ -132,11 +161,13 @@ class _Model(BaseModel):
 
 class ServerSettings(_Model):
     type: str = "cx23"
-    """Hetzner server type (changed in place; the server is stopped briefly)."""
+    """Hetzner server type (changed in place; the server is stopped briefly). CX and CAX types are sold
+    in fsn1, nbg1, hel1 only; in ash, hil and sin use CPX (e.g. cpx22) or CCX; other pairs are refused."""
     location: str = "nbg1"
     """Hetzner location: fsn1, nbg1, hel1, ash, hil or sin (replaces the server)."""
     image: str = DOCKER_CE_IMAGE
-    """Hetzner's docker-ce app image; ubuntu-24.04 or debian-12 get Docker installed (replaces the server)."""
+    """Hetzner's docker-ce app image; ubuntu-24.04 or debian-12 get the distribution's docker.io, with
+    experimental on so that Docker < 27 accepts ip6tables (decision 0011) (replaces the server)."""
     name: str | None = None
     """Server name; the volume, IPs, firewall and keys are named after it (default torrust-<stack>)."""
     # Hetzner's daily server backups (+20% of the server price); they do not include volumes.
@@ -176,10 +207,31 @@ class ServerSettings(_Model):
             raise ValueError(f"'{value}' is not a valid server name (lowercase letters, digits, '-')")
         return value
 
+    @model_validator(mode="after")
+    def _type_sold_in_location(self) -> ServerSettings:
+        family = re.sub(r"[0-9]+$", "", self.type)
+        allowed = SERVER_TYPE_LOCATIONS.get(family)
+        if allowed is not None and self.location not in allowed:
+            raise ValueError(
+                f"server.type '{self.type}' is not sold in server.location '{self.location}' "
+                f"({family.upper()} types are available in {', '.join(allowed)}); "
+                f"choose e.g. server.type '{_SUGGESTED_TYPE[self.location]}' for '{self.location}'"
+            )
+        return self
+
 
 class SshSettings(_Model):
-    public_keys: list[str] = Field(min_length=1)
-    """OpenSSH public keys for root (changing them replaces the server)."""
+    # Public keys the program uploads to the Hetzner project (one hcloud.SshKey each) ...
+    public_keys: list[str] = Field(default_factory=list)
+    """OpenSSH public keys for root, uploaded to the Hetzner project (changing them replaces the
+    server)."""
+    # ... and keys already in the project, by name or numeric ID. Hetzner refuses a second key with
+    # the same fingerprint (uniqueness_error), so a key that is already uploaded goes here.
+    existing_keys: list[str] = Field(default_factory=list)
+    """SSH keys already in the Hetzner project, by name or numeric ID (`hcloud ssh-key list`), for root
+    as well: a key uploaded before or by another stack (Hetzner refuses a second key with the same
+    fingerprint). At least one key in publicKeys or existingKeys is required; changing them replaces
+    the server."""
     allowed_cidrs: list[Cidr] = Field(min_length=1)
     """CIDRs allowed to reach port 22 (IPv4 and/or IPv6)."""
     # Optional path of the private key on the operator's machine; without it the ssh-agent is used.
@@ -227,6 +279,35 @@ class SshSettings(_Model):
         if len(set(values)) != len(values):
             raise ValueError("the same CIDR is listed twice")
         return values
+
+    @field_validator("existing_keys", mode="before")
+    @classmethod
+    def _existing_keys(cls, values: Any) -> Any:
+        if not isinstance(values, list):
+            return values
+        # `pulumi config set --path 'ssh.existingKeys[0]' 123` stores a number.
+        result = [
+            str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+            for value in values
+        ]
+        for value in result:
+            if not isinstance(value, str) or not _SSH_KEY_REF.match(value.strip()):
+                raise ValueError(
+                    f"{value!r} is not the name or numeric ID of an SSH key in the Hetzner project"
+                    " (see `hcloud ssh-key list`)"
+                )
+        if len({value.strip() for value in result}) != len(result):
+            raise ValueError("the same key is listed twice")
+        return result
+
+    @model_validator(mode="after")
+    def _some_key(self) -> SshSettings:
+        if not self.public_keys and not self.existing_keys:
+            raise ValueError(
+                "needs at least one key: ssh.publicKeys (uploaded by this program) or "
+                "ssh.existingKeys (names or IDs of keys already in the Hetzner project)"
+            )
+        return self
 
 
 class DomainSettings(_Model):
@@ -302,10 +383,19 @@ class ImageSettings(_Model):
     """nginx+certbot image."""
     tracker: ImageRef = "torrust/tracker:develop"
     """Torrust tracker image (a moving tag: pin a digest, see Pinning images)."""
-    prometheus: ImageRef = "prom/prometheus:v3.11.2"
-    """Prometheus image."""
-    grafana: ImageRef = "grafana/grafana:12.4.2"
-    """Grafana image."""
+    # Newest patch of a supported line, as stored sources showed them on 2026-11-26 (read that day):
+    # Prometheus 3.13 is an LTS line (supported until July 2027; 3.11 is end of life); 3.13.3 of
+    # 2026-09-07 is the newest entry of github.com/prometheus/prometheus/releases ([SECURITY] Go
+    # dependency bumps, TSDB and scrape fixes). Grafana 12.4 is the last 12.x minor (extended
+    # support until May 2027; 13.x saves dashboards as v2 JSON, which our file provisioning is not
+    # ready for); its newest patch is 12.4.14 (packaged upstream 2026-11-04, Alpine v3.24 grafana
+    # 12.4.14-r0); a Grafana maintainer recommended "at least 12.4.11" on 2026-09-15
+    # (grafana/grafana#118510). Release notes: github.com/grafana/grafana/blob/main/CHANGELOG.md.
+    prometheus: ImageRef = "prom/prometheus:v3.13.3"
+    """Prometheus image (newest patch of the 3.13 LTS line, supported until July 2027, on 2026-11-26)."""
+    grafana: ImageRef = "grafana/grafana:12.4.14"
+    """Grafana image (newest patch of 12.4, the last 12.x minor, supported until May 2027, on
+    2026-11-26; sources in core/settings.py)."""
 
     def mutable(self) -> list[str]:
         """Images pinned by a tag that upstream moves (no digest): worth a warning, not an error."""
@@ -406,12 +496,17 @@ class StackSettings(_Model):
 
 # Example values used in the "how to fix" line of each error, keyed by top-level key.
 _FIX_EXAMPLES: dict[str, str] = {
+    # Errors about the type and location together (the pair is checked on `server` as a whole).
+    "server": "pulumi config set --path 'server.type' cpx22   (sold in every location; or change"
+    " server.location)",
     "server.type": "pulumi config set --path 'server.type' cx23",
     "server.location": "pulumi config set --path 'server.location' nbg1",
     "server.image": "pulumi config set --path 'server.image' docker-ce",
     "server.name": "pulumi config set --path 'server.name' torrust-prod",
     "ssh": "pulumi config set --path 'ssh.publicKeys[0]' \"$(cat ~/.ssh/id_ed25519.pub)\"",
     "ssh.publicKeys": "pulumi config set --path 'ssh.publicKeys[0]' \"$(cat ~/.ssh/id_ed25519.pub)\"",
+    "ssh.existingKeys": "pulumi config set --path 'ssh.existingKeys[0]' my-laptop   (a name or ID"
+    " from `hcloud ssh-key list`)",
     "ssh.allowedCidrs": "pulumi config set --path 'ssh.allowedCidrs[0]' 198.51.100.7/32",
     "ssh.privateKeyFile": "pulumi config set --path 'ssh.privateKeyFile' ~/.ssh/id_ed25519",
     "ssh.allowFromAnywhere": "pulumi config set --path 'ssh.allowFromAnywhere' false",
@@ -440,8 +535,8 @@ _IMAGE_EXAMPLES = {
     "pingoo": "pingooio/pingoo:0.14.7",
     "nginxCertbot": "jonasal/nginx-certbot:6.2.0-nginx1.31.2",
     "tracker": "torrust/tracker:develop",
-    "prometheus": "prom/prometheus:v3.11.2",
-    "grafana": "grafana/grafana:12.4.2",
+    "prometheus": "prom/prometheus:v3.13.3",
+    "grafana": "grafana/grafana:12.4.14",
 }
 
 

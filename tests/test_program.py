@@ -320,7 +320,7 @@ def test_images_are_pinned_from_config(deploy: Deploy) -> None:
         "pingoo-image": "pingooio/pingoo:0.14.7",
         "nginx-certbot-image": "jonasal/nginx-certbot:6.2.0-nginx1.31.2",
         "tracker-image": "torrust/tracker:v4.0.0",
-        "prometheus-image": "prom/prometheus:v3.11.2",
+        "prometheus-image": "prom/prometheus:v3.13.3",
         "grafana-image": "grafana/grafana:13.0.0",
     }
     assert container(run, "grafana").inputs["image"] == "grafana/grafana:13.0.0"

@@ -72,7 +72,7 @@ BAD_CONFIGS: list[tuple[str, Any, str, str]] = [
     ("ssh.allowedCidrs", ["198.51.100.0/33"], "not a CIDR", "--path 'ssh.allowedCidrs[0]'"),
     ("ssh.allowedCidrs", ["198.51.100.7/24"], "not a CIDR", "--path 'ssh.allowedCidrs[0]'"),
     ("ssh.allowedCidrs", [], "at least 1 item", "--path 'ssh.allowedCidrs[0]'"),
-    ("ssh.publicKeys", [], "at least 1 item", "ssh.publicKeys[0]"),
+    ("ssh.publicKeys", [], "needs at least one key", "ssh.publicKeys[0]"),
     ("ssh.publicKeys", ["not-a-key"], "not an OpenSSH public key", "ssh.publicKeys[0]"),
     ("ssh", None, "is required but not set", "ssh.publicKeys[0]"),
     ("tracker.udpPorts", [80], "out of range", "--path 'tracker.udpPorts[0]'"),

@@ -34,6 +34,7 @@ EXAMPLE_HOST_PRIVATE_KEY = (
     "-----END OPENSSH PRIVATE KEY-----\n"
 )
 GENERATED_PASSWORD = "plan-placeholder-generated-by-pulumi-random"
+EXAMPLE_EXISTING_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlanPlaceholderKeyAlreadyInTheProject000"
 EXAMPLE_HOST_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlanPlaceholderHostKeyGeneratedAtUpTime0000"
 
 
@@ -89,7 +90,22 @@ class DeploymentMocks(pulumi.runtime.Mocks):
         return resource_id, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        return {}, None
+        if args.token == "hcloud:index/getSshKey:getSshKey":
+            # An SSH key already in the Hetzner project (ssh.existingKeys), as the provider's data
+            # source returns it: looked up by `id` or by `name`.
+            ref = args.args.get("id") or args.args.get("name")
+            key_id = (
+                int(ref) if isinstance(ref, (int, float)) else 1000 + zlib.crc32(str(ref).encode()) % 900000
+            )
+            name = args.args.get("name") or f"existing-key-{key_id}"
+            return {
+                "id": key_id,
+                "name": name,
+                "fingerprint": "00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00",
+                "publicKey": EXAMPLE_EXISTING_PUBLIC_KEY,
+                "labels": {},
+            }, []
+        return {}, []
 
 
 @dataclass
@@ -105,8 +121,24 @@ class Registration:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def _integral(value: Any) -> Any:
+    """Whole floats as ints, everywhere in a decoded Struct.
+
+    The engine receives inputs as a protobuf Struct, whose only number type is a double, so a port
+    of 443 arrives as 443.0; the provider converts it back to its schema's integer. The plan shows
+    what the program meant: an integral number is an int (a fractional one stays a float).
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
+
+
 def struct_to_python(value: struct_pb2.Struct) -> dict[str, Any]:
-    result: dict[str, Any] = json_format.MessageToDict(value)
+    result: dict[str, Any] = _integral(json_format.MessageToDict(value))
     return result
 
 

@@ -5,7 +5,9 @@ running that tree's own tools/plan.py with this Python, and of the working tree 
 prints Markdown for a pull-request comment: resources added, removed, changed; the changed inputs
 (dotted paths, old -> new, truncated, secrets stay "[secret]"); the replacements the providers will
 do (docker Container ForceNew fields, hcloud Server image/location/userData/sshKeys, ...,
-options.replaceOnChanges, a changed URN); unified diffs of every rendered file. `--json` prints a
+options.replaceOnChanges, a changed URN); the changes a provider records but never applies (a
+container's healthcheck without replaceOnChanges, a volume's format); unified diffs of every
+rendered file. `--json` prints a
 machine-readable summary instead.
 
 What it cannot see: the value of a secret. plan.json shows secrets as "[secret]" and the rendered
@@ -53,15 +55,34 @@ Path_ = tuple[str, ...]
 
 
 # ---------------------------------------------------------------------------------------------
-# Replacement rules (research/pulumi.md §3.5, §4.2; kreuzwerker resource_docker_{network,image}.go)
-# Names are the engine's input names (camelCase, pluralised lists), top-level only.
+# Replacement rules, read from the providers' sources (names are the engine's input names:
+# camelCase, pluralised lists; top-level only). Each input falls in one class:
+#   force_new    the schema says ForceNew / RequiresReplace: a change replaces the resource;
+#   in_place     the provider's Update applies it to the real object;
+#   provider     a setting of the provider itself (read at Create/Delete/Read time): stored, nothing
+#                on the real object changes, nothing needs to;
+#   not_applied  neither ForceNew nor handled by Update: the engine records an update, the real object
+#                keeps the old value until it is replaced (use replaceOnChanges or `up --replace`).
+# A resource without an Update function (`no_update`) fails every non-ForceNew change at `pulumi up`:
+# terraform-plugin-sdk v2.40.1 helper/schema/resource.go Apply returns "doesn't support update".
+# Sources: kreuzwerker/terraform-provider-docker v4.5.0 (what pulumi-docker wraps; the stored
+# pulumi-docker snapshot, Aug 2026, pins it) internal/provider/resource_docker_{container,image,network}.go
+# (schema) and resource_docker_container_funcs.go resourceDockerContainerUpdate (restart, max_retry_count,
+# cpu_shares, memory, memory_reservation, cpu_set, memory_swap, device_* only; must_run false->true
+# starts it); hetznercloud/terraform-provider-hcloud v1.66.1 (pulumi-hcloud provider/go.mod)
+# internal/server/resource.go, internal/volume/resource.go (Update: name, server_id, size, labels,
+# delete_protection), internal/volume/resource_attachment.go (no Update), internal/primaryip/resource.go,
+# internal/sshkey/resource.go (RequiresReplace plan modifiers).
 
 
 @dataclass(frozen=True)
 class Rule:
     force_new: frozenset[str] = frozenset()
     in_place: frozenset[str] = frozenset()
+    provider: frozenset[str] = frozenset()
+    not_applied: frozenset[str] = frozenset()
     all_force_new: bool = False
+    no_update: bool = False
     source: str = ""
 
 
@@ -79,47 +100,51 @@ RULES: dict[str, Rule] = {
             " groupAdds tty stdinOpen storageOpts gpus cpus cgroupnsMode cgroupParent"
         ),
         in_place=_names(
-            "rm start wait waitTimeout attach logs mustRun restart maxRetryCount removeVolumes tmpfs memory"
-            " memoryReservation memorySwap cpuShares cpuSet cpuPeriod cpuQuota deviceReadBps deviceReadIops"
-            " deviceWriteBps deviceWriteIops destroyGraceSeconds healthcheck init"
-            " containerReadRefreshTimeoutMilliseconds"
+            "restart maxRetryCount cpuShares memory memoryReservation memorySwap cpuSet deviceReadBps"
+            " deviceReadIops deviceWriteBps deviceWriteIops mustRun"
         ),
-        source="terraform-provider-docker resource_docker_container.go (ForceNew)",
+        provider=_names("destroyGraceSeconds removeVolumes containerReadRefreshTimeoutMilliseconds"),
+        not_applied=_names("healthcheck init tmpfs cpuPeriod cpuQuota rm start wait waitTimeout attach logs"),
+        source="terraform-provider-docker v4.5.0 resource_docker_container{,_funcs}.go",
     ),
     SERVER_TYPE: Rule(
         force_new=_names("image location datacenter userData sshKeys"),
         in_place=_names(
             "serverType backups iso rescue networks firewallIds labels placementGroupId deleteProtection"
-            " rebuildProtection name shutdownBeforeDeletion keepDisk allowDeprecatedImages"
-            " ignoreRemoteFirewallIds"
+            " rebuildProtection name publicNets"
         ),
-        source="terraform-provider-hcloud internal/server/resource.go (ForceNew)",
+        provider=_names("shutdownBeforeDeletion keepDisk allowDeprecatedImages ignoreRemoteFirewallIds"),
+        source="terraform-provider-hcloud v1.66.1 internal/server/resource.go (ForceNew, Update)",
     ),
-    "docker:index/network:Network": Rule(all_force_new=True, source="resource_docker_network.go: no update"),
+    "docker:index/network:Network": Rule(
+        all_force_new=True, source="terraform-provider-docker v4.5.0 resource_docker_network.go: no update"
+    ),
     "docker:index/remoteImage:RemoteImage": Rule(
-        force_new=_names("name pullTriggers triggers build"),
-        in_place=_names("keepLocally forceRemove"),
-        source="resource_docker_image.go (ForceNew)",
+        force_new=_names("name pullTriggers triggers build platform"),
+        provider=_names("keepLocally forceRemove"),
+        source="terraform-provider-docker v4.5.0 resource_docker_image.go (ForceNew)",
     ),
     "hcloud:index/volumeAttachment:VolumeAttachment": Rule(
         force_new=_names("volumeId serverId"),
-        in_place=_names("automount"),
-        source="terraform-provider-hcloud internal/volume/resource_attachment.go (ForceNew)",
+        not_applied=_names("automount"),
+        no_update=True,
+        source="terraform-provider-hcloud v1.66.1 internal/volume/resource_attachment.go (no Update)",
     ),
     "hcloud:index/volume:Volume": Rule(
         force_new=_names("location"),
-        in_place=_names("name size labels serverId automount deleteProtection format"),
-        source="terraform-provider-hcloud internal/volume/resource.go (location ForceNew; size in place)",
+        in_place=_names("name size labels serverId deleteProtection"),
+        not_applied=_names("automount format"),
+        source="terraform-provider-hcloud v1.66.1 internal/volume/resource.go (resourceVolumeUpdate)",
     ),
     "hcloud:index/primaryIp:PrimaryIp": Rule(
         force_new=_names("type location datacenter"),
         in_place=_names("name labels autoDelete deleteProtection assigneeId assigneeType"),
-        source="terraform-provider-hcloud primary IP (bound to a location)",
+        source="terraform-provider-hcloud v1.66.1 internal/primaryip/resource.go (RequiresReplace)",
     ),
     "hcloud:index/sshKey:SshKey": Rule(
         force_new=_names("publicKey"),
         in_place=_names("name labels"),
-        source="Hetzner API: keys are immutable",
+        source="terraform-provider-hcloud v1.66.1 internal/sshkey/resource.go (RequiresReplace)",
     ),
     "hcloud:index/firewall:Firewall": Rule(
         in_place=_names("name labels rules applyTos"), source="terraform-provider-hcloud firewall"
@@ -136,6 +161,15 @@ RULES: dict[str, Rule] = {
         source="pulumi-command: triggers replace, the rest re-runs the command",
     ),
 }
+
+NOT_APPLIED_NOTE = (
+    "not applied: the provider has no update for it and it is not ForceNew, so the real resource keeps"
+    " the old value until replaced (add it to replaceOnChanges, or `pulumi up --replace`)"
+)
+NO_UPDATE_NOTE = (
+    'the provider has no update for this resource: `pulumi up` fails ("doesn\'t support update");'
+    " replace it (`pulumi up --replace <URN>`)"
+)
 
 LIST_KEYS = ("file", "containerPath", "target", "name", "label", "description", "key")
 
@@ -256,7 +290,9 @@ class Change:
     old: Json
     new: Json
     forces_replacement: bool = False
-    rule: str = ""  # "ForceNew", "replaceOnChanges", "in place", "unknown", "ignoreChanges"
+    # "ForceNew", "replaceOnChanges", "in place", "provider setting", "not applied", "no update",
+    # "unknown", "ignoreChanges"
+    rule: str = ""
     note: str = ""
 
     def to_json(self) -> dict[str, Json]:
@@ -284,6 +320,7 @@ class ResourceDiff:
     secret_inputs: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     maybe_replace: bool = False
+    not_applied: list[str] = field(default_factory=list)  # inputs the provider cannot apply
     delete_before_replace: bool = False
     old_urn: str = ""
 
@@ -295,6 +332,7 @@ class ResourceDiff:
             "name": self.name,
             "action": self.action,
             "maybeReplace": self.maybe_replace,
+            "notApplied": self.not_applied,
             "deleteBeforeReplace": self.delete_before_replace,
             "reasons": self.reasons,
             "changes": [c.to_json() for c in self.changes],
@@ -392,8 +430,14 @@ def _classify(rtype: str, path: Path_, options: Mapping[str, Json]) -> tuple[boo
         return False, "unknown"
     if rule.all_force_new or top in rule.force_new:
         return True, "ForceNew"
+    if rule.no_update and (top in rule.in_place | rule.provider | rule.not_applied):
+        return False, "no update"
     if top in rule.in_place:
         return False, "in place"
+    if top in rule.provider:
+        return False, "provider setting"
+    if top in rule.not_applied:
+        return False, "not applied"
     return False, "unknown"
 
 
@@ -522,6 +566,7 @@ def _diff_resource(
         return None  # nothing, or only paths the engine ignores (ignoreChanges)
     replacing = [c for c in effective if c.forces_replacement]
     unknown = [c for c in effective if c.rule == "unknown"]
+    stuck = [c for c in effective if c.rule in ("not applied", "no update")]
     if replacing:
         action = "replace"
     elif effective:
@@ -533,15 +578,21 @@ def _diff_resource(
     if replacing:
         rules = sorted({c.rule for c in replacing})
         reasons.append(f"{', '.join(f'`{t}`' for t in tops)} changed ({'; '.join(rules)})")
-    elif effective:
+    elif applied := [c for c in effective if c not in stuck]:
         reasons.append(
-            "in place: " + ", ".join(sorted({f"`{c.path.split('.')[0].split('[')[0]}`" for c in effective}))
+            "in place: " + ", ".join(sorted({f"`{c.path.split('.')[0].split('[')[0]}`" for c in applied}))
         )
     if unknown and not replacing:
         reasons.append(
             "no replacement rule known for "
             + ", ".join(sorted({f"`{c.path.split('.')[0].split('[')[0]}`" for c in unknown}))
             + ": `pulumi preview` decides"
+        )
+    stuck_tops = sorted({f"`{c.path.split('.')[0].split('[')[0]}`" for c in stuck})
+    if stuck and not replacing:
+        rule = RULES.get(rtype, Rule())
+        reasons.append(
+            f"⚠️ {', '.join(stuck_tops)}: " + (NO_UPDATE_NOTE if rule.no_update else NOT_APPLIED_NOTE)
         )
     if option_changes:
         reasons.append("options: " + ", ".join(f"`{c.path}`" for c in option_changes))
@@ -558,6 +609,7 @@ def _diff_resource(
         secret_inputs=hidden,
         files=files,
         maybe_replace=bool(unknown) and not replacing,
+        not_applied=[] if replacing else [c.path for c in stuck],
         delete_before_replace=bool(options.get("deleteBeforeReplace")),
     )
 
@@ -782,6 +834,8 @@ def _change_line(change: Change) -> str:
         text += f" — **forces replacement** ({change.rule})"
     elif change.rule == "unknown":
         text += " — replacement rule unknown"
+    elif change.rule in ("not applied", "no update"):
+        text += f" — ⚠️ **{change.rule}** by the provider"
     elif change.rule == "ignoreChanges":
         text += " — ignored (ignoreChanges)"
     if change.note:
@@ -797,9 +851,10 @@ def render_markdown(result: PlanDiff, max_chars: int = DEFAULT_MAX_CHARS) -> str
         top += [
             f"### ⚠️ SERVER {verb}: `{server.name}`",
             "",
-            "> A new server gets a new IP address and SSH host key; whatever lives only on its disk"
-            " (tracker database, certificates, Grafana and Prometheus data) is lost; DNS records must"
-            " follow.",
+            "> Every container is re-created on the new server: the services are down until it is"
+            " ready. The Primary IPs, the Pulumi-generated SSH host key and the Volume (`/srv/torrust`:"
+            " tracker database, certificates, Grafana and Prometheus data) carry over; whatever lives"
+            " only on the old server's disk is lost.",
         ]
         forcing = [c for c in server.changes if c.forces_replacement]
         top += (
@@ -829,6 +884,7 @@ def render_markdown(result: PlanDiff, max_chars: int = DEFAULT_MAX_CHARS) -> str
         order = {"replace": 0, "delete": 1, "create": 2, "update": 3, "options": 4}
         for r in sorted(result.resources, key=lambda r: (order[r.action], r.name)):
             action = ICONS[r.action] + (" ⚠️ may replace" if r.maybe_replace else "")
+            action += " ⚠️ not applied" if r.not_applied else ""
             why = "; ".join(r.reasons).replace("|", "\\|")
             body.append(f"| {action} | `{r.name}` | `{r.type}` | {why} |")
         body.append("")
