@@ -4,6 +4,7 @@
 #   make plan STACK=dev       offline plan under mocks -> build/plan/<stack>/
 #   make plan-diff BASE=<ref> [STACK=dev] [PLAN_DIFF_ARGS=--json]   Markdown (or JSON) review of a change
 #   make docs                 regenerate Pulumi.yaml `config:` and the README configuration reference
+#   make doctor STACK=<stack> [OUTPUTS=file] [DOCTOR_ARGS=--json]   check the live deployment from outside
 STACK ?= dev
 BASE ?= origin/main
 VENV ?= venv
@@ -17,7 +18,7 @@ BOOTSTRAP_PYTHON ?= $(firstword $(foreach candidate,$(PYTHON_CANDIDATES),$(shell
 	command -v $(candidate) >/dev/null 2>&1 && $(candidate) $(IS_311) 2>/dev/null && echo $(candidate))))
 VENV_STAMP := $(VENV)/.requirements.stamp
 
-.PHONY: venv test check lint typecheck plan plan-diff actionlint docs clean
+.PHONY: venv test check lint typecheck plan plan-diff doctor actionlint docs clean
 
 venv: $(VENV_STAMP)
 
@@ -61,6 +62,10 @@ docs: $(VENV_STAMP)
 
 plan-diff: $(VENV_STAMP)
 	$(PYTHON) -m tools.plan_diff --base $(BASE) --stack $(STACK) $(PLAN_DIFF_ARGS)
+
+# Reads `pulumi stack output --json --show-secrets --stack $(STACK)`, or the saved OUTPUTS file.
+doctor:
+	$(PYTHON) -m tools.doctor $(if $(OUTPUTS),--outputs $(OUTPUTS),--stack $(STACK)) $(DOCTOR_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -12,18 +12,27 @@ from pathlib import Path
 import pulumi
 from pulumi.runtime.config import is_config_secret
 
+from components.alertmanager import Alertmanager, AlertmanagerArgs
 from components.backups import Backups, BackupsArgs
+from components.blackbox import BlackboxExporter
 from components.containers import ServiceArgs
+from components.dns import Dns, DnsArgs
+from components.dns_gate import DnsGate, DnsGateArgs
 from components.docker_host import DockerHost, DockerHostArgs, ssh_command
 from components.host import Host, HostArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.nginx_certbot import NginxCertbot
+from components.node_exporter import NodeExporter
 from components.pingoo import PingooEdge
 from components.secrets import Secrets, SecretsArgs
 from components.tracker import Tracker, TrackerArgs
-from core.endpoints import backup_paths, dns_records, endpoints
+from core.alerts import NO_RECEIVER_WARNING, alert_secret_problems, configured_receivers
+from core.dns import records as dns_record_list
+from core.dns import server_ipv6
+from core.endpoints import backup_paths, endpoints
 from core.examples import documentation_problems
 from core.settings import (
+    ALERT_SECRET_KEYS,
     PROJECT,
     SECRET_MIN_LENGTHS,
     ConfigError,
@@ -46,7 +55,28 @@ def configured_keys() -> set[str]:
     return set(CONFIG.get()) | set(get_config_env())
 
 
-def load_configuration() -> tuple[StackSettings, dict[str, pulumi.Output[str]]]:
+def load_alert_secrets(config: pulumi.Config, problems: list[str]) -> dict[str, pulumi.Output[str]]:
+    """Alert receiver secrets that are set; a plain-text one is a problem (it is a credential)."""
+    result: dict[str, pulumi.Output[str]] = {}
+    for key in ALERT_SECRET_KEYS:
+        value = config.get(key)
+        if value is None:
+            continue
+        if not is_config_secret(f"{PROJECT}:{key}"):
+            problems.append(
+                f"  - {PROJECT}:{key}: is stored in plain text in the stack file\n"
+                f"      fix: pulumi config set --secret {key} <value>   (then rotate it: it was exposed)"
+            )
+        elif not value.strip():
+            problems.append(f"  - {PROJECT}:{key}: is empty\n      fix: pulumi config rm {key}")
+        else:
+            result[key] = config.require_secret(key)
+    return result
+
+
+def load_configuration() -> tuple[
+    StackSettings, dict[str, pulumi.Output[str]], dict[str, pulumi.Output[str]]
+]:
     """Validate everything before the first resource is registered."""
     config = pulumi.Config()
     problems: list[str] = check_config_keys(configured_keys(), is_config_secret)
@@ -68,6 +98,10 @@ def load_configuration() -> tuple[StackSettings, dict[str, pulumi.Output[str]]]:
             problems.append(problem)
         elif value is not None:
             secrets[key] = config.require_secret(key)
+    alert_secrets = load_alert_secrets(config, problems)
+    if settings is not None:
+        present = {key for key in ALERT_SECRET_KEYS if config.get(key) is not None}
+        problems.extend(alert_secret_problems(settings, present))
     if settings is not None and settings.ssh.private_key_file:
         key_file = Path(os.path.expanduser(settings.ssh.private_key_file))
         fix = (
@@ -103,11 +137,11 @@ def load_configuration() -> tuple[StackSettings, dict[str, pulumi.Output[str]]]:
         )
     if problems or settings is None:
         raise ConfigError("Invalid stack configuration:\n" + "\n".join(problems))
-    return settings, secrets
+    return settings, secrets, alert_secrets
 
 
 try:
-    settings, secrets = load_configuration()
+    settings, secrets, alert_secrets = load_configuration()
 except ConfigError as error:
     # RunError prints the message without a Python traceback.
     raise pulumi.RunError(str(error)) from None
@@ -124,6 +158,8 @@ if pingoo_version in KNOWN_BAD_PINGOO:
         f"images.pingoo '{settings.images.pingoo}' {KNOWN_BAD_PINGOO[pingoo_version]}: "
         "no certificates will be issued; use pingooio/pingoo:0.14.7"
     )
+if not configured_receivers(settings, alert_secrets):
+    pulumi.log.warn(NO_RECEIVER_WARNING)
 
 private_key: pulumi.Output[str] | None = None
 if settings.ssh.private_key_file:
@@ -156,13 +192,40 @@ backups = Backups(
 )
 services = pulumi.ResourceOptions(providers=[docker_host.provider])
 
+# DNS follows the Primary IPs, which exist before (and outlive) the server.
+primary_ipv4 = host.primary_ips["ipv4"].ip_address
+primary_ipv6 = host.primary_ips["ipv6"].ip_network.apply(lambda net: server_ipv6(net or ""))
+dns = Dns(
+    "dns",
+    DnsArgs(
+        settings=settings,
+        primary_ip_ids={family: ip.id for family, ip in host.primary_ips.items()},
+        ipv4=primary_ipv4,
+        ipv6=primary_ipv6,
+    ),
+)
+edge_after: list[pulumi.Resource] = []
+if not settings.dns.skip_gate:
+    dns_gate = DnsGate(
+        "dns-gate",
+        DnsGateArgs(
+            settings=settings,
+            connection=docker_host.connection,
+            ready=docker_host.ready,
+            server_id=host.server.id,
+            ipv4=primary_ipv4,
+            ipv6=primary_ipv6,
+        ),
+    )
+    edge_after.append(dns_gate.command)
+
 tracker = Tracker(
     "tracker",
     TrackerArgs(settings, docker_host, admin_token=operator_secrets.tracker_admin_token),
     opts=services,
 )
-pingoo = PingooEdge("pingoo", ServiceArgs(settings, docker_host), opts=services)
-nginx = NginxCertbot("nginx", ServiceArgs(settings, docker_host), opts=services)
+pingoo = PingooEdge("pingoo", ServiceArgs(settings, docker_host, after=edge_after), opts=services)
+nginx = NginxCertbot("nginx", ServiceArgs(settings, docker_host, after=edge_after), opts=services)
 monitoring = Monitoring(
     "monitoring",
     MonitoringArgs(
@@ -173,15 +236,35 @@ monitoring = Monitoring(
     ),
     opts=services,
 )
+blackbox = BlackboxExporter("blackbox", ServiceArgs(settings, docker_host), opts=services)
+node_exporter = NodeExporter("node-exporter", ServiceArgs(settings, docker_host), opts=services)
+alertmanager = Alertmanager(
+    "alertmanager",
+    AlertmanagerArgs(settings, docker_host, receiver_secrets=alert_secrets),
+    opts=services,
+)
 
 pulumi.export("serverIpv4", host.ipv4_address)
 pulumi.export("serverIpv6", host.ipv6_address)
 pulumi.export("endpoints", host.ipv4_address.apply(lambda ipv4: endpoints(settings, ipv4)))
 pulumi.export(
     "dnsRecords",
-    pulumi.Output.all(host.ipv4_address, host.ipv6_address).apply(
-        lambda ips: dns_records(settings, ips[0], ips[1])
+    pulumi.Output.all(primary_ipv4, primary_ipv6).apply(
+        lambda ips: [record.as_output() for record in dns_record_list(settings, ips[0], ips[1])]
     ),
+)
+pulumi.export(
+    "dns",
+    {
+        "zone": settings.dns.zone,
+        "managed": settings.dns.managed,
+        "ttl": settings.dns.ttl,
+        "nameservers": dns.nameservers,
+        "recordsCreated": dns.records_created,
+        "reverseDns": {family: rdns.dns_ptr for family, rdns in dns.rdns.items()},
+        "gate": "skipped" if settings.dns.skip_gate else f"waits up to {settings.dns.gate_timeout} s",
+        "resolvers": settings.dns.resolvers,
+    },
 )
 pulumi.export(
     "sshCommand",
@@ -199,3 +282,4 @@ pulumi.export("backupPaths", backup_paths())
 pulumi.export("acmeStaging", settings.acme.staging)
 pulumi.export("trackerAdminToken", operator_secrets.tracker_admin_token)
 pulumi.export("grafanaAdminPassword", operator_secrets.grafana_admin_password)
+pulumi.export("alertReceivers", configured_receivers(settings, alert_secrets))

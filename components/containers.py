@@ -28,6 +28,8 @@ class ServiceArgs:
 
     settings: StackSettings
     docker_host: DockerHost
+    # More resources the containers wait for (the DNS gate, for the edges).
+    after: Sequence[pulumi.Resource] = field(default=(), kw_only=True)
 
 
 def secret_env(name: str, value: pulumi.Input[str]) -> pulumi.Output[str]:
@@ -55,6 +57,9 @@ class ContainerSpec:
     env: Sequence[pulumi.Input[str]] = ()
     uploads: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     volumes: Mapping[str, str] = field(default_factory=dict)  # host path -> container path
+    # Read-only bind mounts with rslave propagation (host path -> container path): a view of host
+    # file systems that follows mounts made after the container starts (node exporter).
+    read_only_host_mounts: Mapping[str, str] = field(default_factory=dict)
     published: Sequence[PublishedPort] = ()
     healthcheck: Sequence[str] | None = None
     command: Sequence[str] | None = None
@@ -63,6 +68,8 @@ class ContainerSpec:
     # Open-file limit for containers that hold many sockets (Rust programs don't raise it themselves).
     nofile: int | None = None
     stop_signal: str | None = None
+    # uid:gid to run as, for images that would otherwise run as root without needing it.
+    user: str | None = None
 
 
 def publish_both_families(ports: Sequence[PublishedPort]) -> list[docker.ContainerPortArgs]:
@@ -79,7 +86,7 @@ def publish_both_families(ports: Sequence[PublishedPort]) -> list[docker.Contain
 
 
 def create_service_container(
-    spec: ContainerSpec, host: DockerHost, parent: pulumi.Resource
+    spec: ContainerSpec, host: DockerHost, parent: pulumi.Resource, after: Sequence[pulumi.Resource] = ()
 ) -> docker.Container:
     networks, ready = host.networks, host.ready
     image = docker.RemoteImage(
@@ -105,6 +112,16 @@ def create_service_container(
         docker.ContainerVolumeArgs(host_path=host, container_path=inside)
         for host, inside in sorted(spec.volumes.items())
     ]
+    mounts = [
+        docker.ContainerMountArgs(
+            type="bind",
+            source=host,
+            target=inside,
+            read_only=True,
+            bind_options=docker.ContainerMountBindOptionsArgs(propagation="rslave"),
+        )
+        for host, inside in sorted(spec.read_only_host_mounts.items())
+    ]
     healthcheck = (
         docker.ContainerHealthcheckArgs(
             tests=list(spec.healthcheck), interval="15s", timeout="5s", retries=3, start_period="30s"
@@ -120,6 +137,7 @@ def create_service_container(
         envs=list(spec.env) or None,
         uploads=uploads or None,
         volumes=volumes or None,
+        mounts=mounts or None,
         ports=publish_both_families(spec.published) or None,
         networks_advanced=networks_advanced,
         healthcheck=healthcheck,
@@ -144,9 +162,10 @@ def create_service_container(
         # overrides the container's own stop timeout (kreuzwerker/terraform-provider-docker v4.5.0
         # internal/provider/resource_docker_container_funcs.go, resourceDockerContainerDelete).
         destroy_grace_seconds=spec.stop_timeout,
+        user=spec.user,
         opts=pulumi.ResourceOptions(
             parent=parent,
-            depends_on=[ready, image],
+            depends_on=[ready, image, *after],
             delete_before_replace=True,
             # `healthcheck` is neither ForceNew nor handled by the provider's Update (which only
             # touches restart, CPU, memory and device limits: resource_docker_container_funcs.go,

@@ -8,6 +8,7 @@ import pulumi
 
 from components.containers import ContainerSpec, ServiceArgs, create_service_container, secret_env
 from core import layout
+from core.alerts import prometheus_rule_files
 from core.rendering import grafana_static_files, render_grafana_datasource, render_prometheus
 from core.settings import StackSettings
 
@@ -64,7 +65,10 @@ class Monitoring(pulumi.ComponentResource):
                 memory_mb=512,
                 # On SIGTERM Prometheus flushes the head block and closes the WAL; give it time.
                 stop_timeout=60,
-                uploads={layout.PROMETHEUS_CONFIG_FILE: self.prometheus_config},
+                uploads={
+                    layout.PROMETHEUS_CONFIG_FILE: self.prometheus_config,
+                    **prometheus_rule_files(settings),
+                },
                 volumes={layout.PROMETHEUS_DATA_DIR: "/prometheus"},
                 command=[
                     f"--config.file={layout.PROMETHEUS_CONFIG_FILE}",

@@ -57,5 +57,6 @@ class NginxCertbot(pulumi.ComponentResource):
             ),
             args.docker_host,
             self,
+            after=args.after,
         )
         self.register_outputs({"container": self.container.name})

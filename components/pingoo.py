@@ -37,5 +37,6 @@ class PingooEdge(pulumi.ComponentResource):
             ),
             args.docker_host,
             self,
+            after=args.after,
         )
         self.register_outputs({"container": self.container.name})

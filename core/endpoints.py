@@ -25,22 +25,6 @@ def endpoints(settings: StackSettings, ipv4: str) -> dict[str, Any]:
     }
 
 
-def dns_records(settings: StackSettings, ipv4: str, ipv6: str) -> list[dict[str, str]]:
-    """A and AAAA for every public name, plus a BEP 34 TXT record for the UDP tracker name."""
-    domains = settings.domains
-    names = list(domains.pingoo_names)
-    if domains.udp_tracker and domains.udp_tracker not in names:
-        names.append(domains.udp_tracker)
-    records = []
-    for name in names:
-        records.append({"name": name, "type": "A", "value": ipv4})
-        records.append({"name": name, "type": "AAAA", "value": ipv6})
-    if domains.udp_tracker:
-        ports = " ".join(f"UDP:{port}" for port in settings.tracker.udp_ports)
-        records.append({"name": domains.udp_tracker, "type": "TXT", "value": f"BITTORRENT {ports}"})
-    return records
-
-
 def backup_paths() -> list[dict[str, str]]:
     """Host paths holding state that a replacement server must get back."""
     return [

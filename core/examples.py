@@ -47,6 +47,9 @@ def documentation_values(settings: StackSettings) -> list[tuple[str, str]]:
     named += [(f"domains.httpTrackers[{i}]", n) for i, n in enumerate(domains.http_trackers)]
     if domains.udp_tracker:
         named.append(("domains.udpTracker", domains.udp_tracker))
+    for path, name in (("dns.zone", settings.dns.zone), ("dns.reverseName", settings.dns.reverse_name)):
+        if name:
+            named.append((path, name))
     found += [(path, name) for path, name in named if _documentation_name(name)]
     if _documentation_name(settings.acme.email.rpartition("@")[2].lower()):
         found.append(("acme.email", settings.acme.email))

@@ -20,6 +20,9 @@ TRACKER_HTTP_BASE_PORT = 7070  # HTTP tracker i listens on 7070 + i
 TRACKER_HEALTH_PORT = 1313  # bound to 127.0.0.1 inside the container only
 GRAFANA_PORT = 3000
 PROMETHEUS_PORT = 9090
+BLACKBOX_PORT = 9115
+NODE_EXPORTER_PORT = 9100
+ALERTMANAGER_PORT = 9093
 # nginx listener (not published) that Pingoo forwards the Grafana name to; it redirects to :3443.
 NGINX_REDIRECT_PORT = 8080
 
@@ -29,6 +32,9 @@ NGINX = "nginx-certbot"
 TRACKER = "tracker"
 PROMETHEUS = "prometheus"
 GRAFANA = "grafana"
+BLACKBOX = "blackbox-exporter"
+NODE_EXPORTER = "node-exporter"
+ALERTMANAGER = "alertmanager"
 
 # --- Host paths ------------------------------------------------------------------------------
 # All state lives below DATA_ROOT, the mount point of the Hetzner Volume, so replacing the server
@@ -45,6 +51,9 @@ TRACKER_DATABASE_FILE = f"{TRACKER_LIB_DIR}/database/sqlite3.db"
 GRAFANA_DATA_DIR = f"{DATA_ROOT}/grafana"
 PROMETHEUS_DATA_DIR = f"{DATA_ROOT}/prometheus"
 BACKUP_DIR = f"{DATA_ROOT}/backups"
+# The node exporter's textfile collector reads *.prom files here (the backup job writes its
+# metrics here, e.g. torrust_backup_last_success_timestamp_seconds; see templates/prometheus/rules).
+NODE_TEXTFILE_DIR = "/var/lib/node_exporter/textfile_collector"
 
 # Owners the images run as (uid:gid). Grafana's image runs as 472; the tracker entry script
 # creates user `torrust` with USER_ID; Prometheus runs as nobody.
@@ -65,6 +74,12 @@ TRACKER_LIB_MOUNT = "/var/lib/torrust/tracker"
 TRACKER_LOG_MOUNT = "/var/log/torrust/tracker"
 TRACKER_DATABASE_PATH = f"{TRACKER_LIB_MOUNT}/database/sqlite3.db"
 PROMETHEUS_CONFIG_FILE = "/etc/prometheus/prometheus.yml"
+# rule_files in prometheus.yml name "rules/*.yml", relative to the config file's directory.
+PROMETHEUS_RULES_DIR = "/etc/prometheus/rules"
+BLACKBOX_CONFIG_FILE = "/etc/blackbox_exporter/config.yml"
+ALERTMANAGER_CONFIG_FILE = "/etc/alertmanager/alertmanager.yml"
+# The node exporter sees the host's root file system here (read-only, --path.rootfs).
+NODE_EXPORTER_ROOTFS = "/host"
 GRAFANA_DATASOURCE_FILE = "/etc/grafana/provisioning/datasources/prometheus.yaml"
 GRAFANA_DASHBOARD_PROVIDER_FILE = "/etc/grafana/provisioning/dashboards/torrust.yaml"
 GRAFANA_DASHBOARDS_DIR = "/etc/grafana/dashboards/torrust"
@@ -96,6 +111,12 @@ NETWORKS: tuple[NetworkSpec, ...] = (
     NetworkSpec("grafana-backend", True, False, "172.30.3.0/24", None, "nginx -> Grafana"),
     NetworkSpec("metrics", True, False, "172.30.4.0/24", None, "Prometheus -> tracker API"),
     NetworkSpec("dashboards", True, False, "172.30.5.0/24", None, "Grafana -> Prometheus"),
+    NetworkSpec("monitoring", True, False, "172.30.6.0/24", None, "Prometheus -> exporters and Alertmanager"),
+    # Not internal: the blackbox exporter probes the server's public names from outside the edge
+    # (through the host's hairpin NAT, docs/decisions/0008-alerts-from-inside.md).
+    NetworkSpec("probes", False, False, "172.30.7.0/24", None, "blackbox exporter -> public endpoints"),
+    # Not internal: Alertmanager sends to SMTP servers and webhooks on the internet.
+    NetworkSpec("notify", False, False, "172.30.8.0/24", None, "Alertmanager -> SMTP, webhooks"),
 )
 
 # Static addresses for the upstreams the edge proxies dial. Pingoo re-resolves DNS names only after
@@ -114,8 +135,11 @@ MEMBERSHIP: dict[str, tuple[tuple[str, str | None], ...]] = {
     PINGOO: (("edge", PINGOO_EDGE_IP), ("tracker-backend", PINGOO_BACKEND_IP)),
     NGINX: (("edge", NGINX_EDGE_IP), ("grafana-backend", NGINX_BACKEND_IP)),
     TRACKER: (("udp", None), ("tracker-backend", TRACKER_BACKEND_IP), ("metrics", None)),
-    PROMETHEUS: (("metrics", None), ("dashboards", None)),
+    PROMETHEUS: (("metrics", None), ("dashboards", None), ("monitoring", None)),
     GRAFANA: (("grafana-backend", GRAFANA_BACKEND_IP), ("dashboards", None)),
+    BLACKBOX: (("monitoring", None), ("probes", None)),
+    NODE_EXPORTER: (("monitoring", None),),
+    ALERTMANAGER: (("monitoring", None), ("notify", None)),
 }
 
 LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"

@@ -152,6 +152,8 @@ PROMETHEUS_JOBS = (
 
 def render_prometheus(settings: StackSettings, admin_token: str) -> str:
     """prometheus.yml carries the admin token (the tracker API takes it as ?token=)."""
+    from core.alerts import prometheus_monitoring_context  # core.alerts renders with this module
+
     return render_template(
         "prometheus/prometheus.yml.j2",
         stack=settings.stack,
@@ -159,6 +161,7 @@ def render_prometheus(settings: StackSettings, admin_token: str) -> str:
         jobs=PROMETHEUS_JOBS,
         token=admin_token,
         target=f"{layout.TRACKER}:{layout.TRACKER_API_PORT}",
+        **prometheus_monitoring_context(settings),
     )
 
 

@@ -32,10 +32,19 @@ from core.sshkeys import SshKeyError, parse_public_key
 PROJECT = "torrust-hybrid-tls"
 
 # Top-level structured keys, in the order the README documents them.
-STRUCTURED_KEYS = ("server", "ssh", "domains", "acme", "tracker", "images", "data", "backup")
+STRUCTURED_KEYS = ("server", "ssh", "domains", "acme", "tracker", "images", "data", "backup", "dns", "alerts")
 # Operator secrets (top-level keys, set with --secret, generated when unset) and their minimum length.
 SECRET_MIN_LENGTHS = {"trackerAdminToken": 24, "grafanaAdminPassword": 16}
 SECRET_KEYS = tuple(SECRET_MIN_LENGTHS)
+# Alert receiver secrets (top-level keys, set with --secret, never generated): each one that is set
+# turns its receiver on (the SMTP password goes with `alerts.email`). core/alerts.py reads them.
+ALERT_SECRET_KEYS = (
+    "alertSmtpPassword",
+    "alertWebhookUrl",
+    "alertDiscordWebhookUrl",
+    "alertSlackWebhookUrl",
+    "alertTelegramBotToken",
+)
 
 # Hetzner Cloud locations (https://docs.hetzner.cloud/#locations). A typo here would only fail
 # half-way through `pulumi up`, so it is checked up front.
@@ -76,6 +85,8 @@ _IMAGE_REF = re.compile(
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
 )
+# Alert receivers' addresses: plain syntax (not the ACME contact, which core/names.py checks).
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SERVER_TYPE = re.compile(r"^[a-z]{2,4}[0-9]{1,3}$")
 # A Hetzner SSH key name (as shown by `hcloud ssh-key list`) or its numeric ID.
 _SSH_KEY_REF = re.compile(r"^\S(.{0,126}\S)?$")
@@ -396,6 +407,13 @@ class ImageSettings(_Model):
     grafana: ImageRef = "grafana/grafana:12.4.14"
     """Grafana image (newest patch of 12.4, the last 12.x minor, supported until May 2027, on
     2026-11-26; sources in core/settings.py)."""
+    # Versions whose source was read for the values we hand them (docs/decisions/0008).
+    blackbox_exporter: ImageRef = "prom/blackbox-exporter:v0.28.0"
+    """Prometheus blackbox exporter image (probes the public endpoints)."""
+    node_exporter: ImageRef = "prom/node-exporter:v1.12.1"
+    """Prometheus node exporter image (host metrics)."""
+    alertmanager: ImageRef = "prom/alertmanager:v0.34.0"
+    """Alertmanager image."""
 
     def mutable(self) -> list[str]:
         """Images pinned by a tag that upstream moves (no digest): worth a warning, not an error."""
@@ -452,6 +470,147 @@ class BackupSettings(_Model):
         return value
 
 
+# Public resolvers the DNS gate asks, as Let's Encrypt resolves from the open internet.
+DEFAULT_RESOLVERS = ("1.1.1.1", "8.8.8.8", "9.9.9.9")
+
+
+class DnsSettings(_Model):
+    """DNS as code (an existing Hetzner DNS zone) and the gate that waits for DNS before the edges."""
+
+    # Name of an existing zone in the Hetzner Console (Cloud API zones); unset: DNS stays manual.
+    zone: Fqdn | None = None
+    """Existing zone in the Hetzner Console (Cloud API zones) holding every public name; unset: DNS
+    stays manual."""
+    # With a zone: create the A/AAAA/TXT/CAA records (false: the zone only names rDNS/docs).
+    manage_records: bool = True
+    """With a zone: create the A/AAAA/TXT/CAA records (false: the zone only names rDNS and docs)."""
+    ttl: int = Field(default=300, ge=60, le=86400)
+    """TTL in seconds of the managed records (60-86400)."""
+    # Reverse DNS name of both Primary IPs; default: the UDP tracker name, else the API name.
+    reverse_name: Fqdn | None = None
+    """Reverse DNS name of both Primary IPs (unset: the UDP tracker name, else the API name)."""
+    # The gate before Pingoo and nginx+certbot: how long to wait for DNS, or skip it entirely.
+    gate_timeout: int = Field(default=1800, ge=60, le=21600)
+    """Seconds the DNS gate waits before Pingoo and nginx+certbot start (60-21600)."""
+    skip_gate: bool = False
+    """Skip the DNS gate entirely."""
+    resolvers: list[str] = Field(default_factory=lambda: list(DEFAULT_RESOLVERS), min_length=1, max_length=5)
+    """IP addresses of the public DNS resolvers the gate asks (1-5)."""
+
+    @field_validator("resolvers")
+    @classmethod
+    def _resolvers(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(
+                    f"'{value}' is not an IP address of a DNS resolver such as 1.1.1.1"
+                ) from None
+        return values
+
+    @property
+    def managed(self) -> bool:
+        return self.zone is not None and self.manage_records
+
+
+_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(?P<port>[0-9]{1,5})$")
+
+
+class EmailReceiver(_Model):
+    """E-mail over SMTP; the password (if the server wants one) is the secret alertSmtpPassword."""
+
+    to: list[str] = Field(min_length=1)
+    """Recipient addresses."""
+    sender: str = Field(alias="from")
+    """Sender address."""
+    smarthost: str
+    """SMTP server as host:port."""
+    username: str | None = None
+    """SMTP user (the password is the secret alertSmtpPassword)."""
+    # STARTTLS required (Alertmanager's default); port 465 means implicit TLS to Alertmanager.
+    require_tls: bool = True
+    """STARTTLS required (port 465 means implicit TLS)."""
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, values: list[str]) -> list[str]:
+        for value in values:
+            _email_address(value)
+        return values
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        return _email_address(value)
+
+    @field_validator("smarthost")
+    @classmethod
+    def _smarthost(cls, value: str) -> str:
+        match = _HOST_PORT.match(value)
+        if not match or not 1 <= int(match.group("port")) <= 65535:
+            raise ValueError(f"'{value}' is not host:port such as 'smtp.example.com:587'")
+        return value
+
+
+def _email_address(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError(f"'{value}' is not an e-mail address")
+    return value
+
+
+class TelegramReceiver(_Model):
+    """Telegram bot messages to one chat; the bot token is the secret alertTelegramBotToken."""
+
+    chat_id: int
+    """Telegram chat ID (the bot token is the secret alertTelegramBotToken)."""
+
+
+class SlackReceiver(_Model):
+    """Optional channel override for the Slack incoming webhook (secret alertSlackWebhookUrl)."""
+
+    channel: str | None = None
+    """Channel override for the incoming webhook (secret alertSlackWebhookUrl)."""
+
+
+class AlertThresholds(_Model):
+    """When an alert fires (the numbers are explained in templates/prometheus/rules/)."""
+
+    cert_warning_days: int = Field(default=14, ge=1, le=60)
+    """Warn when a certificate expires within this many days."""
+    cert_critical_days: int = Field(default=7, ge=1, le=30)
+    """Critical when a certificate expires within this many days (below the warning)."""
+    endpoint_down_minutes: int = Field(default=5, ge=1, le=60)
+    """Minutes a public endpoint may fail its probe before the alert fires."""
+    disk_used_percent: int = Field(default=85, ge=50, le=99)
+    """Disk usage (percent) that fires the alert."""
+    backup_max_age_hours: int = Field(default=26, ge=2, le=24 * 31)
+    """Age in hours of the newest backup that fires the alert; raise it if backup.schedule is less
+    than daily."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AlertThresholds:
+        if self.cert_critical_days >= self.cert_warning_days:
+            raise ValueError(
+                f"certCriticalDays ({self.cert_critical_days}) must be below certWarningDays "
+                f"({self.cert_warning_days})"
+            )
+        return self
+
+
+class AlertSettings(_Model):
+    """Alert receivers (their secrets are top-level --secret keys, ALERT_SECRET_KEYS) and thresholds."""
+
+    email: EmailReceiver | None = None
+    """E-mail receiver over SMTP."""
+    telegram: TelegramReceiver | None = None
+    """Telegram bot receiver."""
+    slack: SlackReceiver | None = None
+    """Slack incoming-webhook receiver."""
+    thresholds: AlertThresholds = Field(default_factory=AlertThresholds)
+    """When alerts fire."""
+
+
 class StackSettings(_Model):
     """Everything the program needs except secrets (which stay Pulumi Outputs)."""
 
@@ -472,6 +631,10 @@ class StackSettings(_Model):
     """The Hetzner Volume and Primary IPs that outlive the server."""
     backup: BackupSettings = Field(default_factory=BackupSettings)
     """Scheduled backups on the server."""
+    dns: DnsSettings = Field(default_factory=DnsSettings)
+    """DNS records: managed at a provider by this program, or created by hand."""
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    """Alerting: Alertmanager receivers and what is probed."""
 
     @property
     def server_name(self) -> str:
@@ -529,6 +692,26 @@ _FIX_EXAMPLES: dict[str, str] = {
     "data.deleteProtection": "pulumi config set --path 'data.deleteProtection' true",
     "backup.schedule": "pulumi config set --path 'backup.schedule' '*-*-* 03:15:00'",
     "backup.retentionDays": "pulumi config set --path 'backup.retentionDays' 14",
+    "dns": "pulumi config set --path 'dns.zone' example.com",
+    "dns.zone": "pulumi config set --path 'dns.zone' example.com",
+    "dns.manageRecords": "pulumi config set --path 'dns.manageRecords' true",
+    "dns.ttl": "pulumi config set --path 'dns.ttl' 300",
+    "dns.reverseName": "pulumi config set --path 'dns.reverseName' udp1.example.com",
+    "dns.gateTimeout": "pulumi config set --path 'dns.gateTimeout' 1800",
+    "dns.skipGate": "pulumi config set --path 'dns.skipGate' false",
+    "dns.resolvers": "pulumi config set --path 'dns.resolvers[0]' 1.1.1.1",
+    "alerts": "pulumi config set --path 'alerts.email.to[0]' ops@example.com",
+    "alerts.email": "pulumi config set --path 'alerts.email.smarthost' smtp.example.com:587",
+    "alerts.email.to": "pulumi config set --path 'alerts.email.to[0]' ops@example.com",
+    "alerts.email.from": "pulumi config set --path 'alerts.email.from' alerts@example.com",
+    "alerts.email.smarthost": "pulumi config set --path 'alerts.email.smarthost' smtp.example.com:587",
+    "alerts.telegram.chatId": "pulumi config set --path 'alerts.telegram.chatId' -1001234567890",
+    "alerts.thresholds.certWarningDays": "pulumi config set --path 'alerts.thresholds.certWarningDays' 14",
+    "alerts.thresholds.certCriticalDays": "pulumi config set --path 'alerts.thresholds.certCriticalDays' 7",
+    "alerts.thresholds.diskUsedPercent": "pulumi config set --path 'alerts.thresholds.diskUsedPercent' 85",
+    "alerts.thresholds.backupMaxAgeHours": (
+        "pulumi config set --path 'alerts.thresholds.backupMaxAgeHours' 26"
+    ),
 }
 
 _IMAGE_EXAMPLES = {
@@ -537,6 +720,9 @@ _IMAGE_EXAMPLES = {
     "tracker": "torrust/tracker:develop",
     "prometheus": "prom/prometheus:v3.13.3",
     "grafana": "grafana/grafana:12.4.14",
+    "blackboxExporter": "prom/blackbox-exporter:v0.28.0",
+    "nodeExporter": "prom/node-exporter:v1.12.1",
+    "alertmanager": "prom/alertmanager:v0.34.0",
 }
 
 
@@ -627,7 +813,9 @@ def check_config_keys(keys: Iterable[str], is_secret: Callable[[str], bool]) -> 
     Every key of our namespace must be a known setting (a typo would be silently ignored), and a
     credential of any namespace (`hcloud:token`) must not sit in plain text in the stack file.
     """
-    known = sorted(set(STRUCTURED_KEYS) | set(known_keys(StackSettings)) | set(SECRET_KEYS))
+    known = sorted(
+        set(STRUCTURED_KEYS) | set(known_keys(StackSettings)) | set(SECRET_KEYS) | set(ALERT_SECRET_KEYS)
+    )
     problems: list[str] = []
     for full_key in sorted(set(keys)):
         namespace, _, name = full_key.partition(":")
@@ -672,9 +860,40 @@ def load_settings(stack: str, read_object: ConfigReader) -> StackSettings:
     if problems:
         raise ConfigError("Invalid stack configuration:\n" + "\n".join(problems))
     try:
-        return StackSettings.model_validate(raw)
+        settings = StackSettings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc)) from None
+    outside = names_outside_zone(settings)
+    if outside:
+        raise ConfigError("Invalid stack configuration:\n" + "\n".join(outside))
+    return settings
+
+
+def in_zone(name: str, zone: str) -> bool:
+    return name == zone or name.endswith("." + zone)
+
+
+def names_outside_zone(settings: StackSettings) -> list[str]:
+    """A managed zone can only hold its own names: each stray one is refused with its key."""
+    zone = settings.dns.zone
+    if zone is None or not settings.dns.manage_records:
+        return []
+    domains = settings.domains
+    keyed = [("domains.trackerApi", domains.tracker_api)]
+    keyed += [(f"domains.httpTrackers[{i}]", name) for i, name in enumerate(domains.http_trackers)]
+    keyed += [("domains.grafana", domains.grafana)]
+    if domains.udp_tracker:
+        keyed.append(("domains.udpTracker", domains.udp_tracker))
+    problems = []
+    for key, name in keyed:
+        if not in_zone(name, zone):
+            problems.append(
+                f"  - {PROJECT}:{key}: '{name}' is outside the DNS zone '{zone}' (dns.zone), so the "
+                "program cannot create its records\n"
+                f"      fix: pulumi config set --path '{key}' <name>.{zone}"
+                f"   (or pulumi config set --path 'dns.manageRecords' false and create it by hand)"
+            )
+    return problems
 
 
 def check_secret_value(key: str, value: str | None, *, min_length: int) -> str | None:

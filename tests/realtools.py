@@ -824,6 +824,9 @@ class StandInGrafana:
     port: int = 0
     requests: list[RecordedRequest] = field(default_factory=list)
     ws_received: list[bytes] = field(default_factory=list)
+    # Served as text/html for /login when set: Grafana's login page is its index.html, whose
+    # <title> is the app title "Grafana" (grafana/grafana public/views/index.html).
+    login_page: bytes | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -902,8 +905,13 @@ class StandInGrafana:
                     await self._websocket(request, reader, writer)
                     return
                 body = json.dumps({"target": request.target, "headers": headers}).encode()
+                content_type = b"application/json"
+                if self.login_page is not None and request.target.startswith("/login"):
+                    body, content_type = self.login_page, b"text/html; charset=UTF-8"
                 writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"HTTP/1.1 200 OK\r\nContent-Type: "
+                    + content_type
+                    + b"\r\n"
                     + f"Content-Length: {len(body)}\r\n\r\n".encode()
                     + body
                 )
@@ -958,3 +966,61 @@ class StandInGrafana:
                     self.ws_received.append(payload)
                 writer.write(ws_frame(opcode, payload, mask=False))
             await writer.drain()
+
+
+# --- A DNS server with an API: pebble-challtestsrv -----------------------------------------------
+
+
+class ChallTestSrv:
+    """pebble-challtestsrv as an authoritative-looking DNS server on loopback (UDP+TCP), with its
+    management API (letsencrypt/pebble cmd/pebble-challtestsrv/README.md: /add-a, /add-aaaa,
+    /add-caa, /set-txt, /clear-a ...). No default answers: a name without data is empty."""
+
+    def __init__(self, log_dir: Path) -> None:
+        binary = require_tool("pebble-challtestsrv")
+        self.dns_port = free_port(udp=True)
+        self.api_port = free_port()
+        self.proc = Proc(
+            "challtestsrv",
+            [
+                binary,
+                "-dns01", f"{LOOPBACK4}:{self.dns_port}",
+                "-management", f"{LOOPBACK4}:{self.api_port}",
+                "-http01", "", "-https01", "", "-tlsalpn01", "",
+                "-defaultIPv4", "", "-defaultIPv6", "",
+            ],
+            log_dir,
+        )  # fmt: skip
+        self.proc.wait_for_port(LOOPBACK4, self.api_port)
+        self.proc.wait_for_port(LOOPBACK4, self.dns_port)
+
+    def _post(self, path: str, body: dict[str, object]) -> None:
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"http://{LOOPBACK4}:{self.api_port}{path}", data=json.dumps(body).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200, f"challtestsrv {path}: {response.status}"
+
+    def set_record(self, name: str, type_: str, value: str) -> None:
+        host = name.rstrip(".") + "."
+        if type_ == "A":
+            self._post("/add-a", {"host": host, "addresses": [value]})
+        elif type_ == "AAAA":
+            self._post("/add-aaaa", {"host": host, "addresses": [value]})
+        elif type_ == "TXT":
+            self._post("/set-txt", {"host": host, "value": value.strip('"')})
+        elif type_ == "CAA":
+            _flag, tag, rest = value.split(" ", 2)
+            self._post("/add-caa", {"host": host, "policies": [{"tag": tag, "value": rest.strip('"')}]})
+        else:
+            raise ValueError(type_)
+
+    def clear(self, name: str, type_: str) -> None:
+        host = name.rstrip(".") + "."
+        paths = {"A": "/clear-a", "AAAA": "/clear-aaaa", "TXT": "/clear-txt", "CAA": "/clear-caa"}
+        self._post(paths[type_], {"host": host})
+
+    def stop(self) -> None:
+        self.proc.stop()

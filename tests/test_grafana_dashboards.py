@@ -30,7 +30,9 @@ GRID_WIDTH = 24
 EXPECTED: dict[str, tuple[str, str]] = {
     "tracker-overview.json": ("torrust-tracker-overview", "Torrust Tracker - Overview"),
     "tracker-protocols.json": ("torrust-tracker-protocols", "Torrust Tracker - Protocols"),
+    "endpoints.json": ("torrust-endpoints", "Torrust - Endpoints and certificates"),
 }
+TRACKER_DASHBOARDS = ("tracker-overview.json", "tracker-protocols.json")
 
 # Keys of the Grafana 12/13 v2 dashboard schema (and of exported "for sharing" dashboards).
 FORBIDDEN_TOP_LEVEL_KEYS = frozenset(
@@ -101,6 +103,29 @@ METRICS_BY_JOB: dict[str, frozenset[str]] = {
         }
     ),
 }
+# Blackbox probes (prometheus/blackbox_exporter v0.28.0 prober/handler.go, prober/prober.go) per probe job
+# of core/alerts.py, and the node exporter (node_exporter v1.12.1 collector/filesystem_common.go)
+# with the backup job's textfile metric (core.alerts.BACKUP_METRIC).
+_PROBE_METRICS = frozenset({"probe_success", "probe_duration_seconds", "probe_ssl_earliest_cert_expiry"})
+METRICS_BY_JOB.update(
+    {
+        job: _PROBE_METRICS
+        for job in (
+            "blackbox_tls",
+            "blackbox_http",
+            "blackbox_http_redirects",
+            "blackbox_http_port80",
+            "blackbox_tracker_health",
+        )
+    }
+)
+METRICS_BY_JOB["node"] = frozenset(
+    {
+        "node_filesystem_avail_bytes",
+        "node_filesystem_size_bytes",
+        "torrust_backup_last_success_timestamp_seconds",
+    }
+)
 ALL_METRICS = frozenset().union(*METRICS_BY_JOB.values())
 
 # A vector selector with a label matcher block: metric{...}.
@@ -134,7 +159,9 @@ def expr_problems(expr: str) -> list[str]:
     for metric, matchers in selectors:
         jobs = JOB_RE.findall(matchers)
         if len(jobs) != 1 or jobs[0] not in METRICS_BY_JOB:
-            problems.append(f'{metric}: selector needs job="tracker_stats" or job="tracker_metrics"')
+            problems.append(
+                f'{metric}: selector needs job="tracker_stats" or job="tracker_metrics" (or a probe/node job)'
+            )
         elif metric not in METRICS_BY_JOB[jobs[0]]:
             problems.append(f"{metric}: not exported by job {jobs[0]!r}")
     # A known metric used without a selector would silently match both jobs (or none).
@@ -281,8 +308,9 @@ def test_dashboard_panels_do_not_overlap(dashboard: Dashboard) -> None:
     assert overlapping_panels(dashboard) == []
 
 
-def test_dashboards_use_both_prometheus_jobs(dashboard: Dashboard) -> None:
-    exprs = all_exprs(dashboard)
+@pytest.mark.parametrize("name", TRACKER_DASHBOARDS)
+def test_dashboards_use_both_prometheus_jobs(name: str) -> None:
+    exprs = all_exprs(load_dashboard(name))
     assert 'job="tracker_stats"' in exprs
     assert 'job="tracker_metrics"' in exprs
 
@@ -338,6 +366,29 @@ def test_protocols_covers_udp_http_ipv4_ipv6() -> None:
         "http_tracker_core_requests_received_total",
     ):
         assert re.search(rf"\b{metric}\{{", exprs), metric
+
+
+def test_endpoints_dashboard_shows_days_left_and_every_probe_job() -> None:
+    from core import alerts
+    from core.settings import load_settings
+    from tests.conftest import dev_config
+
+    dashboard = load_dashboard("endpoints.json")
+    panels = {p["title"]: p for p in iter_panels(dashboard["panels"])}
+    days = panels["Days left per certificate"]
+    assert (
+        days["targets"][0]["expr"] == '(probe_ssl_earliest_cert_expiry{job="blackbox_tls"} - time()) / 86400'
+    )
+    assert days["fieldConfig"]["defaults"]["unit"] == "d"
+    # The colours follow the default alert thresholds (warning 14, critical 7 days).
+    thresholds = load_settings("dev", dev_config().get).alerts.thresholds
+    steps = [step["value"] for step in days["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+    assert steps == [None, thresholds.cert_critical_days, thresholds.cert_warning_days]
+    status = panels["Endpoint status"]
+    shown = {
+        JOB_RE.findall(t["expr"])[0] for t in status["targets"] if t["expr"].startswith("probe_success{")
+    }
+    assert shown == {job.name for job in alerts.probe_jobs(load_settings("dev", dev_config().get))}
 
 
 # --- the validator itself: it must reject broken dashboards --------------------------------------
@@ -423,6 +474,8 @@ def test_validator_rejects_string_schema_version() -> None:
         ('swarm_coordination_registry_torrents_total{job="tracker_stats"}', "not exported by job"),
         ('udp_tracker_server_typo_total{job="tracker_metrics"}', "not exported by job"),
         ("vector(1)", "no metric{...} selector"),
+        ('probe_success{job="blackbox"}', "needs job="),
+        ('node_filesystem_avail_bytes{job="blackbox_tls"}', "not exported by job"),
     ],
 )
 def test_expr_problems_catches_bad_queries(expr: str, fragment: str) -> None:

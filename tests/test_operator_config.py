@@ -34,6 +34,7 @@ REAL_VALUES: dict[str, Any] = {
     },
     "acme": {"email": "admin@torrust.org", "staging": True},
     "ssh": {"publicKeys": [REAL_ED25519], "allowedCidrs": ["192.0.3.0/24"]},
+    "dns": {"zone": "torrust.org"},
 }
 
 

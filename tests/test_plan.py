@@ -20,10 +20,14 @@ EXPECTED_FILES = {
     "files/nginx-certbot/etc/nginx/user_conf.d/grafana.conf",
     "files/tracker/etc/torrust/tracker/tracker.toml",
     "files/prometheus/etc/prometheus/prometheus.yml",
+    "files/prometheus/etc/prometheus/rules/torrust.yml",
+    "files/blackbox-exporter/etc/blackbox_exporter/config.yml",
+    "files/alertmanager/etc/alertmanager/alertmanager.yml",
     "files/grafana/etc/grafana/provisioning/datasources/prometheus.yaml",
     "files/grafana/etc/grafana/provisioning/dashboards/torrust.yaml",
     "files/grafana/etc/grafana/dashboards/torrust/tracker-overview.json",
     "files/grafana/etc/grafana/dashboards/torrust/tracker-protocols.json",
+    "files/grafana/etc/grafana/dashboards/torrust/endpoints.json",
     "files/backups-install/usr/local/sbin/torrust-backup",
     "files/backups-install/etc/systemd/system/torrust-backup.service",
     "files/backups-install/etc/systemd/system/torrust-backup.timer",
@@ -75,7 +79,8 @@ def test_plan_json_shape(plan_dir: Path) -> None:
             "provider",
         } <= set(resource["options"])
     urns = [r["urn"] for r in plan["resources"]]
-    assert len(urns) == len(set(urns)) == 37  # incl. the two generated secrets and the backup job
+    # incl. generated secrets, backup job, 9 RRsets, 2 rDNS, the gate, 3 alerting services (+networks)
+    assert len(urns) == len(set(urns)) == 63
     server = next(r for r in plan["resources"] if r["type"] == "hcloud:index/server:Server")
     assert server["inputs"]["serverType"] == "cx23"  # camelCase, as the engine sees them
     assert server["inputs"]["userData"] == "[secret]"

@@ -79,16 +79,23 @@ def test_resource_inventory(deploy: Deploy) -> None:
         "tls:index/privateKey:PrivateKey": 1,
         SERVER: 1,
         "torrust:index:DockerHost": 1,
-        "command:remote:Command": 2,
+        "command:remote:Command": 3,
         "torrust:index:Backups": 1,
+        "torrust:index:Dns": 1,
+        "hcloud:index/zoneRrset:ZoneRrset": 9,
+        "hcloud:index/rdns:Rdns": 2,
+        "torrust:index:DnsGate": 1,
         "pulumi:providers:docker": 1,
-        NETWORK: 6,
+        NETWORK: 9,
         "torrust:index:PingooEdge": 1,
         "torrust:index:NginxCertbot": 1,
         "torrust:index:Tracker": 1,
         "torrust:index:Monitoring": 1,
-        "docker:index/remoteImage:RemoteImage": 5,
-        CONTAINER: 5,
+        "torrust:index:BlackboxExporter": 1,
+        "torrust:index:NodeExporter": 1,
+        "torrust:index:Alertmanager": 1,
+        "docker:index/remoteImage:RemoteImage": 8,
+        CONTAINER: 8,
     }
     # Every non-component resource sits under a component (nothing at the stack root).
     for registration in run.monitor.registrations:
@@ -144,6 +151,9 @@ def test_networks_isolate_backends(deploy: Deploy) -> None:
         "torrust-grafana-backend": True,
         "torrust-metrics": True,
         "torrust-dashboards": True,
+        "torrust-monitoring": True,
+        "torrust-probes": False,
+        "torrust-notify": False,
     }
     assert networks["torrust-edge"]["ipv6"] is True and networks["torrust-udp"]["ipv6"] is True
     assert network_names(run, "pingoo") == {
@@ -160,7 +170,11 @@ def test_networks_isolate_backends(deploy: Deploy) -> None:
         "torrust-metrics": None,
     }
     assert set(network_names(run, "grafana")) == {"torrust-grafana-backend", "torrust-dashboards"}
-    assert set(network_names(run, "prometheus")) == {"torrust-metrics", "torrust-dashboards"}
+    assert set(network_names(run, "prometheus")) == {
+        "torrust-metrics",
+        "torrust-dashboards",
+        "torrust-monitoring",
+    }
     # Only edge containers share a network with the backends they proxy, and no backend has egress.
     for backend in ("grafana", "prometheus"):
         assert not set(network_names(run, backend)) & {"torrust-edge", "torrust-udp"}
@@ -281,6 +295,7 @@ def test_monitoring_containers(deploy: Deploy) -> None:
         layout.GRAFANA_DASHBOARD_PROVIDER_FILE,
         f"{layout.GRAFANA_DASHBOARDS_DIR}/tracker-overview.json",
         f"{layout.GRAFANA_DASHBOARDS_DIR}/tracker-protocols.json",
+        f"{layout.GRAFANA_DASHBOARDS_DIR}/endpoints.json",
     }
     assert container(run, "grafana").inputs["volumes"] == [
         {"hostPath": layout.GRAFANA_DATA_DIR, "containerPath": "/var/lib/grafana"}
@@ -322,6 +337,9 @@ def test_images_are_pinned_from_config(deploy: Deploy) -> None:
         "tracker-image": "torrust/tracker:v4.0.0",
         "prometheus-image": "prom/prometheus:v3.13.3",
         "grafana-image": "grafana/grafana:13.0.0",
+        "blackbox-exporter-image": "prom/blackbox-exporter:v0.28.0",
+        "node-exporter-image": "prom/node-exporter:v1.12.1",
+        "alertmanager-image": "prom/alertmanager:v0.34.0",
     }
     assert container(run, "grafana").inputs["image"] == "grafana/grafana:13.0.0"
 
@@ -409,7 +427,10 @@ def test_outputs(deploy: Deploy) -> None:
     }
     records = {(r["name"], r["type"]): r["value"] for r in outputs["dnsRecords"]}
     for name in ("api.example.com", "http1.example.com", "grafana.example.com", "udp1.example.com"):
-        assert records[(name, "A")] == EXAMPLE_IPV4 and records[(name, "AAAA")] == EXAMPLE_IPV6
+        assert records[(name, "A")] == EXAMPLE_IPV4
+    # Only the UDP tracker answers over IPv6 (Pingoo listens on 0.0.0.0, core/dns.py).
+    assert [name for name, type_ in records if type_ == "AAAA"] == ["udp1.example.com"]
+    assert records[("udp1.example.com", "AAAA")] == EXAMPLE_IPV6
     assert records[("udp1.example.com", "TXT")] == "BITTORRENT UDP:6969"
     assert outputs["sshCommand"].endswith(f"root@{EXAMPLE_IPV4}")
     assert "StrictHostKeyChecking=yes" in outputs["sshCommand"]
@@ -594,6 +615,8 @@ def test_changing_the_server_image_keeps_volume_ips_and_dns(deploy: Deploy) -> N
         "host-volume-attachment",
         "docker-ready",
         "backups-install",
+        # The DNS gate runs again on the new server (its edges are new); the records do not change.
+        "dns-gate-wait",
         *(f"docker-net-{spec.key}" for spec in layout.NETWORKS),
         *(f"{name}-image" for name in EXPECTED_CAPABILITIES),
         *EXPECTED_CAPABILITIES,
@@ -603,7 +626,9 @@ def test_changing_the_server_image_keeps_volume_ips_and_dns(deploy: Deploy) -> N
     # Untouched: the volume and the primary IPs (so data and DNS survive), firewall, keys, secrets.
     untouched = {"host-volume", "host-ipv4", "host-ipv6", "host-firewall", "host-host-key", "host-ssh-key-0"}
     assert not untouched & set(actions)
-    assert not [c for c in result.outputs if c.path.startswith(("serverIpv4", "serverIpv6", "dnsRecords"))]
+    assert not [
+        c for c in result.outputs if c.path.startswith(("serverIpv4", "serverIpv6", "dnsRecords", "dns"))
+    ]
 
 
 def test_changing_the_server_type_updates_in_place(deploy: Deploy) -> None:
@@ -649,7 +674,7 @@ def test_canary_secrets_never_reach_plan_files(deploy: Deploy, tmp_path: Path) -
     run = deploy(secrets=dict(canaries))
     write_plan("dev", run, tmp_path / "plan", {f"torrust-hybrid-tls:{k}": v for k, v in canaries.items()})
     written = {p: p.read_text() for p in (tmp_path / "plan").rglob("*") if p.is_file()}
-    assert len(written) == 14  # incl. the backup script and its two units
+    assert len(written) == 18  # incl. the backup script and its two units
     for path, text in written.items():
         for value in canaries.values():
             assert value not in text, path
@@ -663,6 +688,9 @@ EXPECTED_CAPABILITIES = {
     "tracker": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"],
     "prometheus": None,
     "grafana": None,
+    "blackbox-exporter": None,
+    "node-exporter": None,
+    "alertmanager": None,
 }
 
 

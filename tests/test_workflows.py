@@ -105,6 +105,7 @@ def test_only_commenting_jobs_may_write() -> None:
     assert granted == {
         "ci.yml": {},
         "deploy.yml": {},
+        "doctor.yml": {"notify": {"issues": "write"}},
         "plan-diff.yml": {},
         "plan-diff-comment.yml": {"comment": {"pull-requests": "write"}},
         "preview.yml": {"preview": {"pull-requests": "write"}},
@@ -285,3 +286,38 @@ def test_run_actionlint_skips_or_fails_without_binary(tmp_path: Path) -> None:
         check=False,
     )
     assert failed.returncode == 1 and "REQUIRE_REAL_TOOLS" in failed.stderr
+
+
+def test_doctor_runs_on_a_schedule_and_reports_failures() -> None:
+    workflow = load("doctor.yml")
+    on = triggers(workflow)
+    assert set(on) == {"schedule", "workflow_dispatch"} and on["schedule"][0]["cron"]
+    doctor = workflow["jobs"]["doctor"]
+    # A schedule cannot wait for reviewers: a separate environment from `production`.
+    assert doctor["environment"] == "monitoring" and doctor["permissions"] == {"contents": "read"}
+    [run_step] = [s for s in steps(workflow, "doctor") if s.get("name") == "make doctor"]
+    assert 'make doctor OUTPUTS="$RUNNER_TEMP/outputs.json"' in run_step["run"]
+    assert "set -o pipefail" in run_step["run"]  # tee must not hide the doctor's exit code
+    gated = [s for s in steps(workflow, "doctor")[1:]]
+    assert all(GATE in str(s.get("if", "")) for s in gated)
+    [read] = [s for s in steps(workflow, "doctor") if s.get("name") == "Read the stack outputs"]
+    assert "--show-secrets" in read["run"] and "umask 077" in read["run"]
+    notify = workflow["jobs"]["notify"]
+    assert notify["needs"] == "doctor" and notify["if"].startswith("failure()")
+    assert notify["permissions"] == {"issues": "write"}
+    assert "gh issue create" in steps(workflow, "notify")[0]["run"]
+    assert not mentions_secrets(notify)
+
+
+def test_make_doctor_target_passes_outputs_or_stack() -> None:
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "$(PYTHON) -m tools.doctor $(if $(OUTPUTS),--outputs $(OUTPUTS),--stack $(STACK))" in makefile
+    dry = subprocess.run(
+        ["make", "-n", "doctor", "STACK=prod"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert dry.returncode == 0 and "-m tools.doctor --stack prod" in dry.stdout

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from core.settings import PROJECT, StackSettings
+from core.settings import ALERT_SECRET_KEYS, PROJECT, StackSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 README = REPO_ROOT / "README.md"
@@ -52,6 +52,12 @@ EXTRA_ROWS = [
         "Grafana `admin` password (at least 16 characters; only applied when Grafana's database is "
         "first created); set it with `--secret`",
     ),
+    (
+        "`, `".join(ALERT_SECRET_KEYS),
+        "unset, secret",
+        "alert receiver secrets; each one set turns its receiver on ([Alerts](#alerts)); set them with "
+        "`--secret`",
+    ),
     ("hcloud:token", "required, secret", "Hetzner Cloud API token (read & write)"),
 ]
 
@@ -68,8 +74,12 @@ def _description(field: FieldInfo, key: str) -> str:
     return " ".join(field.description.split())
 
 
-def _model_of(field: FieldInfo) -> type[BaseModel] | None:
+def _model_of(field: FieldInfo, *, optional: bool = False) -> type[BaseModel] | None:
+    """The settings model a field holds (with optional=True, also `Model | None`)."""
     annotation = field.annotation
+    if optional and typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        candidates = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = candidates[0] if len(candidates) == 1 else None
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
@@ -116,11 +126,26 @@ def leaves() -> list[Leaf]:
         model = _model_of(section)
         if name == "stack" or model is None:
             continue
-        alias = section.alias or name
-        for field_name, field in model.model_fields.items():
-            key = f"{alias}.{field.alias or field_name}"
-            default = "required" if _required(field) else _show(_default(field))
-            result.append(Leaf(key, default, _description(field, key)))
+        result += _leaves_of(model, section.alias or name)
+    return result
+
+
+def _leaves_of(model: type[BaseModel], prefix: str) -> list[Leaf]:
+    result: list[Leaf] = []
+    for field_name, field in model.model_fields.items():
+        key = f"{prefix}.{field.alias or field_name}"
+        nested = _model_of(field, optional=True)
+        if nested is not None:
+            # A nested object (alerts.email, alerts.thresholds): one row per leaf; when the object
+            # itself is optional, its required leaves are "required" only once it is set.
+            description = _description(field, key)
+            for leaf in _leaves_of(nested, key):
+                optional = _default(field) is None and leaf.default == "required"
+                default = "required with " + f"`{key}`" if optional else leaf.default
+                result.append(Leaf(leaf.key, default, f"{description} {leaf.description}"))
+            continue
+        default = "required" if _required(field) else _show(_default(field))
+        result.append(Leaf(key, default, _description(field, key)))
     return result
 
 

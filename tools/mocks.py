@@ -33,6 +33,7 @@ EXAMPLE_HOST_PRIVATE_KEY = (
     "PLAN-PLACEHOLDER-generated-by-pulumi-tls-at-up-time\n"
     "-----END OPENSSH PRIVATE KEY-----\n"
 )
+EXAMPLE_ZONE_NAMESERVERS = ("hydrogen.ns.hetzner.com.", "oxygen.ns.hetzner.com.", "helium.ns.hetzner.de.")
 GENERATED_PASSWORD = "plan-placeholder-generated-by-pulumi-random"
 EXAMPLE_EXISTING_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlanPlaceholderKeyAlreadyInTheProject000"
 EXAMPLE_HOST_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlanPlaceholderHostKeyGeneratedAtUpTime0000"
@@ -104,6 +105,20 @@ class DeploymentMocks(pulumi.runtime.Mocks):
                 "fingerprint": "00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00",
                 "publicKey": EXAMPLE_EXISTING_PUBLIC_KEY,
                 "labels": {},
+            }, []
+        if args.token == "hcloud:index/getZone:getZone":
+            # An existing primary zone, as the Cloud API describes it (Hetzner's nameservers).
+            name = args.args.get("name") or "example.com"
+            return {
+                "id": 1000 + zlib.crc32(name.encode()) % 900000,
+                "name": name,
+                "mode": "primary",
+                "ttl": 3600,
+                "deleteProtection": False,
+                "labels": {},
+                "registrar": "other",
+                "primaryNameservers": [],
+                "authoritativeNameservers": {"assigneds": list(EXAMPLE_ZONE_NAMESERVERS)},
             }, []
         return {}, []
 

@@ -1,0 +1,210 @@
+"""Alerts from inside (pure): what the blackbox exporter probes, the alert rules, Alertmanager's
+receivers. Nothing here touches Pulumi; secret values come in as plain strings and the callers keep
+the rendered text a Pulumi secret.
+
+Upstream sources read for the values below (docs/decisions/0008-alerts-from-inside.md):
+- prometheus/blackbox_exporter v0.28.0 `config/config.go` (modules, `tls_config`, `fail_if_*`) and
+  `prober/tcp.go` (the TLS server name defaults to the target's host).
+- prometheus/alertmanager v0.34.0 `config/config.go` (Receiver: email_configs, webhook_configs,
+  discord_configs, slack_configs, telegram_configs), `config/notifiers.go` (EmailConfig,
+  SlackConfig) and `notify/{discord,telegram,webhook}/config.go`.
+- prometheus/node_exporter v1.12.1 README "Docker" and `collector/filesystem_linux.go`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from core import layout
+from core.rendering import render_template
+from core.settings import PROJECT, StackSettings
+
+# Probe modules, in templates/blackbox/config.yml.j2.
+TLS_MODULE = "tls_connect"
+HTTPS_HEALTH_MODULE = "https_health"
+HTTPS_200_MODULE = "https_200"
+HTTPS_REDIRECT_MODULE = "https_redirect"
+HTTP_REDIRECT_MODULE = "http_redirect"
+
+# Scrape jobs (the alert rules select on them).
+TLS_JOB = "blackbox_tls"
+HTTP_JOB = "blackbox_http"
+TRACKER_HEALTH_JOB = "blackbox_tracker_health"
+NODE_JOB = "node"
+ALERTMANAGER_JOB = "alertmanager"
+
+# The backup job's interface (it writes these with the node exporter's textfile collector): a gauge,
+# Unix seconds of the last successful backup; every series (any labels) is checked on its own.
+BACKUP_METRIC = "torrust_backup_last_success_timestamp_seconds"
+
+
+@dataclass(frozen=True)
+class ProbeJob:
+    name: str
+    module: str
+    targets: tuple[str, ...]
+    comment: str
+
+
+def probe_jobs(settings: StackSettings) -> list[ProbeJob]:
+    """Every public endpoint, probed by its public name (as a client on the internet would)."""
+    domains = settings.domains
+    grafana_tls = f"{domains.grafana}:{layout.GRAFANA_TLS_PORT}"
+    return [
+        ProbeJob(
+            TLS_JOB,
+            TLS_MODULE,
+            (*(f"{name}:{layout.HTTPS_PORT}" for name in domains.pingoo_names), grafana_tls),
+            "TLS handshake (certificate valid for the name) on 443 per Pingoo name and on 3443",
+        ),
+        ProbeJob(
+            HTTP_JOB,
+            HTTPS_200_MODULE,
+            (f"https://{grafana_tls}/api/health",),
+            "Grafana through nginx on 3443",
+        ),
+        ProbeJob(
+            f"{HTTP_JOB}_redirects",
+            HTTPS_REDIRECT_MODULE,
+            (f"https://{domains.grafana}/",),
+            "the Grafana name on 443: Pingoo -> nginx -> 308 to :3443",
+        ),
+        ProbeJob(
+            f"{HTTP_JOB}_port80",
+            HTTP_REDIRECT_MODULE,
+            (f"http://{domains.grafana}/",),
+            "port 80 (nginx): 308 to HTTPS",
+        ),
+        ProbeJob(
+            TRACKER_HEALTH_JOB,
+            HTTPS_HEALTH_MODULE,
+            (
+                f"https://{domains.tracker_api}/api/health_check",
+                *(f"https://{host}/health_check" for host in domains.http_trackers),
+            ),
+            'tracker health checks through Pingoo: {"status":"Ok"}',
+        ),
+    ]
+
+
+def render_blackbox_config(settings: StackSettings) -> str:
+    return render_template("blackbox/config.yml.j2", stack=settings.stack)
+
+
+def prometheus_monitoring_context(settings: StackSettings) -> dict[str, object]:
+    """The scrape jobs, rule files and Alertmanager that prometheus.yml.j2 adds for alerting."""
+    return {
+        "probe_jobs": probe_jobs(settings),
+        "blackbox_address": f"{layout.BLACKBOX}:{layout.BLACKBOX_PORT}",
+        "node_job": NODE_JOB,
+        "node_address": f"{layout.NODE_EXPORTER}:{layout.NODE_EXPORTER_PORT}",
+        "alertmanager_job": ALERTMANAGER_JOB,
+        "alertmanager_address": f"{layout.ALERTMANAGER}:{layout.ALERTMANAGER_PORT}",
+        "rule_files": RULE_FILES_GLOB,
+    }
+
+
+# Relative to prometheus.yml's directory (Prometheus resolves rule_files against it), so that the
+# same file checks with promtool in a scratch folder and runs in /etc/prometheus.
+RULE_FILES_GLOB = "rules/*.yml"
+RULES_FILE_NAME = "torrust.yml"
+
+
+def render_alert_rules(settings: StackSettings) -> str:
+    thresholds = settings.alerts.thresholds
+    return render_template(
+        "prometheus/rules/torrust.yml.j2",
+        stack=settings.stack,
+        thresholds=thresholds,
+        tls_job=TLS_JOB,
+        http_job_regex=f"{HTTP_JOB}.*",
+        tracker_health_job=TRACKER_HEALTH_JOB,
+        node_job=NODE_JOB,
+        data_root=layout.DATA_ROOT,
+        backup_metric=BACKUP_METRIC,
+    )
+
+
+def prometheus_rule_files(settings: StackSettings) -> dict[str, str]:
+    """Container path -> content of every rule file Prometheus loads."""
+    return {f"{layout.PROMETHEUS_RULES_DIR}/{RULES_FILE_NAME}": render_alert_rules(settings)}
+
+
+# --- Alertmanager -------------------------------------------------------------------------------
+
+
+def configured_receivers(settings: StackSettings, secrets: Collection[str]) -> list[str]:
+    """Names of the receivers that will get alerts (`secrets`: the alert secret keys that are set)."""
+    alerts = settings.alerts
+    names = []
+    if alerts.email is not None:
+        names.append("email")
+    if "alertWebhookUrl" in secrets:
+        names.append("webhook")
+    if "alertDiscordWebhookUrl" in secrets:
+        names.append("discord")
+    if "alertSlackWebhookUrl" in secrets:
+        names.append("slack")
+    if "alertTelegramBotToken" in secrets and alerts.telegram is not None:
+        names.append("telegram")
+    return names
+
+
+def alert_secret_problems(settings: StackSettings, present: set[str]) -> list[str]:
+    """Receiver settings and receiver secrets that only make sense together."""
+    alerts = settings.alerts
+    problems = []
+    if alerts.email is not None and alerts.email.username and "alertSmtpPassword" not in present:
+        problems.append(
+            f"  - {PROJECT}:alertSmtpPassword: alerts.email.username is set but the SMTP password is not\n"
+            "      fix: pulumi config set --secret alertSmtpPassword <password>"
+        )
+    if "alertSmtpPassword" in present and (alerts.email is None or not alerts.email.username):
+        problems.append(
+            f"  - {PROJECT}:alerts.email.username: alertSmtpPassword is set but no SMTP user goes with it\n"
+            "      fix: pulumi config set --path 'alerts.email.username' alerts@example.com"
+            "   (or pulumi config rm alertSmtpPassword)"
+        )
+    if "alertTelegramBotToken" in present and alerts.telegram is None:
+        problems.append(
+            f"  - {PROJECT}:alerts.telegram.chatId: alertTelegramBotToken is set but no chat to send to\n"
+            "      fix: pulumi config set --path 'alerts.telegram.chatId' -1001234567890"
+        )
+    if alerts.telegram is not None and "alertTelegramBotToken" not in present:
+        problems.append(
+            f"  - {PROJECT}:alertTelegramBotToken: alerts.telegram is set but the bot token is not\n"
+            "      fix: pulumi config set --secret alertTelegramBotToken <token from @BotFather>"
+        )
+    if alerts.slack is not None and "alertSlackWebhookUrl" not in present:
+        problems.append(
+            f"  - {PROJECT}:alertSlackWebhookUrl: alerts.slack is set but the incoming webhook URL is not\n"
+            "      fix: pulumi config set --secret alertSlackWebhookUrl https://hooks.slack.com/services/..."
+        )
+    return problems
+
+
+NO_RECEIVER_WARNING = (
+    "no alert receiver is configured: Alertmanager runs, but alerts (certificate expiry, endpoints "
+    "down, disk full, stale backups) go nowhere. Set alerts.email or one of the secrets "
+    "alertWebhookUrl, alertDiscordWebhookUrl, alertSlackWebhookUrl, alertTelegramBotToken "
+    "(README 'Alerts')."
+)
+
+
+def render_alertmanager(settings: StackSettings, secrets: Mapping[str, str]) -> str:
+    """alertmanager.yml; carries the receiver secrets, so callers keep it a Pulumi secret."""
+    alerts = settings.alerts
+    return render_template(
+        "alertmanager/alertmanager.yml.j2",
+        stack=settings.stack,
+        email=alerts.email,
+        smtp_password=secrets.get("alertSmtpPassword"),
+        webhook_url=secrets.get("alertWebhookUrl"),
+        discord_webhook_url=secrets.get("alertDiscordWebhookUrl"),
+        slack_webhook_url=secrets.get("alertSlackWebhookUrl"),
+        slack=alerts.slack,
+        telegram_bot_token=secrets.get("alertTelegramBotToken") if alerts.telegram else None,
+        telegram=alerts.telegram,
+        receivers=configured_receivers(settings, secrets),
+    )

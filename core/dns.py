@@ -1,0 +1,123 @@
+"""The DNS records the deployment needs, from the Primary IPs alone (pure).
+
+One list serves four consumers: the Hetzner zone RRsets (components/dns.py), the `dnsRecords`
+output for operators who keep DNS manual, the DNS gate before the edges, and `make doctor`.
+
+Which names get an AAAA record: only those whose every service answers over IPv6.
+- Pingoo listens on `0.0.0.0:443` (templates/pingoo/pingoo.yml.j2) inside a container on the
+  IPv6-enabled `edge` network; Docker's ip6tables DNAT sends IPv6 clients to the container's IPv6
+  address, where nothing listens. So the API, HTTP tracker and Grafana names (Grafana's name is
+  also served by Pingoo on 443) stay IPv4-only: an AAAA would send IPv6 clients, and Let's
+  Encrypt's validation (it tries IPv6 first), to a refused port.
+- The UDP tracker binds `[::]:<port>` (templates/tracker/tracker.toml.j2) on the IPv6 `udp`
+  network, so its name gets an AAAA, unless it is also one of Pingoo's names.
+
+CAA (RFC 8659) with the `validationmethods` parameter (RFC 8657, honoured by Let's Encrypt): a
+CAA set found at a name stops the climb to its parents, so each certificate name carries its own
+record naming exactly the method its ACME client uses: tls-alpn-01 (Pingoo, 443) for the API and
+HTTP tracker names; the Grafana name has two clients, Pingoo (its 443 redirect) and certbot (3443,
+HTTP-01 on port 80), so it allows both.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from core.settings import StackSettings
+
+LETS_ENCRYPT_CAA = "letsencrypt.org"
+TLS_ALPN_01 = "tls-alpn-01"
+HTTP_01 = "http-01"
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str  # fully qualified, no trailing dot
+    type: str  # A, AAAA, TXT, CAA
+    value: str  # presentation format as the Hetzner API takes it (TXT quoted)
+    purpose: str
+
+    def relative_to(self, zone: str) -> str:
+        """The RRset name inside the zone: '@' for the apex (never omitted, see components/dns.py)."""
+        if self.name == zone:
+            return "@"
+        return self.name.removesuffix("." + zone)
+
+    def zone_file_line(self, ttl: int) -> str:
+        return f"{self.name}. {ttl} IN {self.type} {self.value}"
+
+    def as_output(self) -> dict[str, str]:
+        # TXT values are shown unquoted in the output (what a DNS console field takes).
+        value = self.value[1:-1] if self.type == "TXT" else self.value
+        return {"name": self.name, "type": self.type, "value": value, "purpose": self.purpose}
+
+
+def server_ipv6(ipv6_network_or_address: str) -> str:
+    """The address the server uses in its Primary IPv6 /64: the network's first address (::1).
+
+    Hetzner assigns a /64; the server configures <prefix>::1 (hcloud CLI: `hcloud server ip --ipv6`
+    "prints the first address of the Server's Primary IPv6 network"). Accepts the network
+    (`2001:db8::/64`) or an address inside it.
+    """
+    network = ipaddress.IPv6Network(
+        ipv6_network_or_address if "/" in ipv6_network_or_address else f"{ipv6_network_or_address}/64",
+        strict=False,
+    )
+    return str(network[1])
+
+
+def caa_value(methods: list[str]) -> str:
+    return f'0 issue "{LETS_ENCRYPT_CAA}; validationmethods={",".join(methods)}"'
+
+
+def ipv6_names(settings: StackSettings) -> list[str]:
+    """Names that get an AAAA record (see the module docstring)."""
+    udp = settings.domains.udp_tracker
+    if udp and udp not in settings.domains.pingoo_names:
+        return [udp]
+    return []
+
+
+def public_names(settings: StackSettings) -> list[str]:
+    domains = settings.domains
+    names = list(domains.pingoo_names)
+    if domains.udp_tracker and domains.udp_tracker not in names:
+        names.append(domains.udp_tracker)
+    return names
+
+
+def records(settings: StackSettings, ipv4: str, ipv6: str) -> list[Record]:
+    """Every record the deployment needs, in a stable order."""
+    domains = settings.domains
+    with_ipv6 = ipv6_names(settings)
+    result = []
+    for name in public_names(settings):
+        result.append(Record(name, "A", ipv4, "IPv4 of the server (Primary IP)"))
+        if name in with_ipv6:
+            result.append(Record(name, "AAAA", ipv6, "IPv6 of the server (Primary IP, UDP tracker)"))
+    if domains.udp_tracker:
+        ports = " ".join(f"UDP:{port}" for port in settings.tracker.udp_ports)
+        result.append(Record(domains.udp_tracker, "TXT", f'"BITTORRENT {ports}"', "BEP 34 tracker ports"))
+    for name in domains.pingoo_names:
+        methods = [TLS_ALPN_01, HTTP_01] if name == domains.grafana else [TLS_ALPN_01]
+        purpose = "Let's Encrypt only, " + " and ".join(methods)
+        result.append(Record(name, "CAA", caa_value(methods), purpose))
+    return result
+
+
+def expected_addresses(settings: StackSettings, ipv4: str, ipv6: str) -> list[tuple[str, str, str]]:
+    """(name, type, expected value or '' for "no record") for the DNS gate: A and AAAA of every name.
+
+    An AAAA where none belongs is wrong too: IPv6 clients and Let's Encrypt would reach a closed port.
+    """
+    with_ipv6 = ipv6_names(settings)
+    result = []
+    for name in public_names(settings):
+        result.append((name, "A", ipv4))
+        result.append((name, "AAAA", ipv6 if name in with_ipv6 else ""))
+    return result
+
+
+def reverse_name(settings: StackSettings) -> str:
+    return settings.dns.reverse_name or settings.domains.udp_tracker or settings.domains.tracker_api
