@@ -1,4 +1,4 @@
-"""Prometheus (scrapes the tracker's stats and metrics) and Grafana (dashboards, behind nginx)."""
+"""json_exporter (tracker stats JSON -> metrics), Prometheus (scrapes it) and Grafana (dashboards)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ import pulumi
 from components.containers import ContainerSpec, ServiceArgs, create_service_container, secret_env
 from core import layout
 from core.alerts import prometheus_rule_files
-from core.rendering import grafana_static_files, render_grafana_datasource, render_prometheus
+from core.rendering import (
+    grafana_static_files,
+    json_exporter_config,
+    render_grafana_datasource,
+    render_prometheus,
+)
 from core.settings import StackSettings
 
 PROMETHEUS_RETENTION = "30d"
@@ -54,7 +59,34 @@ class Monitoring(pulumi.ComponentResource):
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("torrust:index:Monitoring", name, None, opts)
         settings = args.settings
-        # The scrape config carries the admin token (?token=): the whole file is a secret.
+        # Tracker v3.0.0 serves its stats as JSON only (docs/decisions/0008-tracker-version.md).
+        # Image: prometheus-community/json_exporter v0.7.0 Dockerfile (busybox base, USER nobody,
+        # ENTRYPOINT /bin/json_exporter, listens on :7979); no capabilities, no published port.
+        self.json_exporter_files = {layout.JSON_EXPORTER_CONFIG_FILE: json_exporter_config()}
+        self.json_exporter = create_service_container(
+            ContainerSpec(
+                name=layout.JSON_EXPORTER,
+                image=settings.images.json_exporter,
+                memory_mb=64,
+                # Stateless exporter: a short grace period is enough to close its connections.
+                stop_timeout=10,
+                uploads=self.json_exporter_files,
+                command=[
+                    f"--config.file={layout.JSON_EXPORTER_CONFIG_FILE}",
+                    f"--web.listen-address=:{layout.JSON_EXPORTER_PORT}",
+                ],
+                healthcheck=[
+                    "CMD",
+                    "wget",
+                    "-q",
+                    "--spider",
+                    f"http://127.0.0.1:{layout.JSON_EXPORTER_PORT}/metrics",
+                ],
+            ),
+            args.docker_host,
+            self,
+        )
+        # The scrape config carries the admin token (in the probe's target URL): the file is a secret.
         self.prometheus_config: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.from_input(args.admin_token).apply(lambda token: render_prometheus(settings, token))
         )
@@ -113,4 +145,10 @@ class Monitoring(pulumi.ComponentResource):
             args.docker_host,
             self,
         )
-        self.register_outputs({"prometheus": self.prometheus.name, "grafana": self.grafana.name})
+        self.register_outputs(
+            {
+                "jsonExporter": self.json_exporter.name,
+                "prometheus": self.prometheus.name,
+                "grafana": self.grafana.name,
+            }
+        )

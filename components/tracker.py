@@ -44,7 +44,8 @@ class Tracker(pulumi.ComponentResource):
             ContainerSpec(
                 name=layout.TRACKER,
                 image=settings.images.tracker,
-                memory_mb=1536,
+                # With the alerting services and json_exporter, the cx23 budget (4 GB less 800 MB) holds.
+                memory_mb=1472,
                 env=tracker_env(settings, args.admin_token),
                 uploads={layout.TRACKER_CONFIG_FILE: self.config_text},
                 volumes={

@@ -23,6 +23,7 @@ PROMETHEUS_PORT = 9090
 BLACKBOX_PORT = 9115
 NODE_EXPORTER_PORT = 9100
 ALERTMANAGER_PORT = 9093
+JSON_EXPORTER_PORT = 7979  # json_exporter's default --web.listen-address
 # nginx listener (not published) that Pingoo forwards the Grafana name to; it redirects to :3443.
 NGINX_REDIRECT_PORT = 8080
 
@@ -35,6 +36,7 @@ GRAFANA = "grafana"
 BLACKBOX = "blackbox-exporter"
 NODE_EXPORTER = "node-exporter"
 ALERTMANAGER = "alertmanager"
+JSON_EXPORTER = "json-exporter"
 
 # --- Host paths ------------------------------------------------------------------------------
 # All state lives below DATA_ROOT, the mount point of the Hetzner Volume, so replacing the server
@@ -80,6 +82,7 @@ BLACKBOX_CONFIG_FILE = "/etc/blackbox_exporter/config.yml"
 ALERTMANAGER_CONFIG_FILE = "/etc/alertmanager/alertmanager.yml"
 # The node exporter sees the host's root file system here (read-only, --path.rootfs).
 NODE_EXPORTER_ROOTFS = "/host"
+JSON_EXPORTER_CONFIG_FILE = "/etc/json_exporter/config.yml"
 GRAFANA_DATASOURCE_FILE = "/etc/grafana/provisioning/datasources/prometheus.yaml"
 GRAFANA_DASHBOARD_PROVIDER_FILE = "/etc/grafana/provisioning/dashboards/torrust.yaml"
 GRAFANA_DASHBOARDS_DIR = "/etc/grafana/dashboards/torrust"
@@ -109,7 +112,7 @@ NETWORKS: tuple[NetworkSpec, ...] = (
     NetworkSpec("udp", False, True, "172.30.1.0/24", "fd00:7472:6b01::/64", "tracker: public UDP ports"),
     NetworkSpec("tracker-backend", True, False, "172.30.2.0/24", None, "Pingoo -> tracker API/HTTP"),
     NetworkSpec("grafana-backend", True, False, "172.30.3.0/24", None, "nginx -> Grafana"),
-    NetworkSpec("metrics", True, False, "172.30.4.0/24", None, "Prometheus -> tracker API"),
+    NetworkSpec("metrics", True, False, "172.30.4.0/24", None, "Prometheus -> json-exporter -> tracker API"),
     NetworkSpec("dashboards", True, False, "172.30.5.0/24", None, "Grafana -> Prometheus"),
     NetworkSpec("monitoring", True, False, "172.30.6.0/24", None, "Prometheus -> exporters and Alertmanager"),
     # Not internal: the blackbox exporter probes the server's public names from outside the edge
@@ -140,6 +143,7 @@ MEMBERSHIP: dict[str, tuple[tuple[str, str | None], ...]] = {
     BLACKBOX: (("monitoring", None), ("probes", None)),
     NODE_EXPORTER: (("monitoring", None),),
     ALERTMANAGER: (("monitoring", None), ("notify", None)),
+    JSON_EXPORTER: (("metrics", None),),
 }
 
 LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"

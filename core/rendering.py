@@ -13,7 +13,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from core import layout
-from core.settings import DOCKER_CE_IMAGE, StackSettings
+from core.settings import DOCKER_CE_IMAGE, StackSettings, tracker_release, tracker_schema_version
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -126,11 +126,19 @@ def render_nginx_grafana(settings: StackSettings) -> str:
     )
 
 
+# Configuration schema -> template. Every tracker release the settings accept (TRACKER_RELEASES)
+# maps to a schema that has a template here; tests/test_rendering.py keeps the two in step.
+TRACKER_TEMPLATES = {"2.0.0": "tracker/tracker.toml.j2"}
+
+
 def render_tracker_toml(settings: StackSettings) -> str:
     tracker = settings.tracker
+    schema = tracker_schema_version(settings.images.tracker)
     return render_template(
-        "tracker/tracker.toml.j2",
+        TRACKER_TEMPLATES[schema],
         stack=settings.stack,
+        tracker_release=tracker_release(settings.images.tracker),
+        schema_version=schema,
         log_level=tracker.log_level,
         private=tracker.private,
         announce_interval=tracker.announce_interval,
@@ -144,25 +152,41 @@ def render_tracker_toml(settings: StackSettings) -> str:
 
 
 SCRAPE_INTERVAL = "15s"
-PROMETHEUS_JOBS = (
-    {"name": "tracker_stats", "path": "/api/v1/stats"},
-    {"name": "tracker_metrics", "path": "/api/v1/metrics"},
-)
+# The one scrape job: Prometheus -> json_exporter /probe -> tracker GET /api/v1/stats (JSON only in
+# v3.0.0: no ?format=prometheus, no /api/v1/metrics; docs/decisions/0008-tracker-version.md).
+TRACKER_STATS_JOB = "tracker_stats"
+JSON_EXPORTER_MODULE = "tracker_stats"  # the module name in templates/json-exporter/config.yml
+TRACKER_STATS_PATH = "/api/v1/stats"
+
+
+def tracker_stats_url(admin_token: str) -> str:
+    """The stats URL json_exporter fetches. v3.0.0 takes the token only as ?token= (query), see
+    src/servers/apis/v1/middlewares/auth.rs. The settings accept only URL-safe tokens
+    (core.settings.URL_SAFE_SECRETS), so the token goes in verbatim (and the plan's placeholder stays
+    findable in the rendered file)."""
+    return f"http://{layout.TRACKER}:{layout.TRACKER_API_PORT}{TRACKER_STATS_PATH}?token={admin_token}"
 
 
 def render_prometheus(settings: StackSettings, admin_token: str) -> str:
-    """prometheus.yml carries the admin token (the tracker API takes it as ?token=)."""
+    """prometheus.yml carries the admin token (in the probe's target URL): upload it as a secret."""
     from core.alerts import prometheus_monitoring_context  # core.alerts renders with this module
 
     return render_template(
         "prometheus/prometheus.yml.j2",
         stack=settings.stack,
         scrape_interval=SCRAPE_INTERVAL,
-        jobs=PROMETHEUS_JOBS,
-        token=admin_token,
-        target=f"{layout.TRACKER}:{layout.TRACKER_API_PORT}",
+        job=TRACKER_STATS_JOB,
+        module=JSON_EXPORTER_MODULE,
+        target_url=tracker_stats_url(admin_token),
+        exporter=f"{layout.JSON_EXPORTER}:{layout.JSON_EXPORTER_PORT}",
+        instance=f"{layout.TRACKER}:{layout.TRACKER_API_PORT}",
         **prometheus_monitoring_context(settings),
     )
+
+
+def json_exporter_config() -> str:
+    """json_exporter's module file (static: the token travels in Prometheus' probe URL)."""
+    return (TEMPLATES_DIR / "json-exporter/config.yml").read_text()
 
 
 def render_grafana_datasource(settings: StackSettings) -> str:

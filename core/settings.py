@@ -46,6 +46,12 @@ ALERT_SECRET_KEYS = (
     "alertTelegramBotToken",
 )
 
+# Secrets that travel inside a URL: tracker v3.0.0 takes the admin token only as `?token=` (its
+# src/servers/apis/v1/middlewares/auth.rs) and Prometheus hands json_exporter the stats URL with it.
+# It goes in verbatim, so the characters that split or decode a query string are refused.
+URL_SAFE_SECRETS = ("trackerAdminToken",)
+URL_QUERY_SPECIAL = "&#%+;="
+
 # Hetzner Cloud locations (https://docs.hetzner.cloud/#locations). A typo here would only fail
 # half-way through `pulumi up`, so it is checked up front.
 HETZNER_LOCATIONS = ("fsn1", "nbg1", "hel1", "ash", "hil", "sin")
@@ -387,13 +393,58 @@ class TrackerSettings(_Model):
         return values
 
 
+# Torrust tracker releases the program supports: image tag -> the configuration schema that release
+# loads (docs/decisions/0008-tracker-version.md). v3.0.0 reads schema 2.0.0 only
+# (torrust/torrust-tracker v3.0.0 packages/configuration/src/lib.rs LATEST_VERSION = "2.0.0",
+# v2_0_0/mod.rs Configuration::load refuses any other schema_version). Its release workflow
+# (.github/workflows/container.yaml, publish_release: semver patterns {{raw}} and {{version}})
+# pushes both tags. `develop` moved to schema 3.0.0 and is refused: its schema is not rendered here.
+TRACKER_RELEASES = {"v3.0.0": "2.0.0", "3.0.0": "2.0.0"}
+TRACKER_IMAGE = "torrust/tracker:v3.0.0"
+TRACKER_REPOSITORY = "torrust/tracker"
+
+
+def tracker_release(image: str) -> str:
+    """The tracker release tag of a validated `images.tracker` reference (e.g. 'v3.0.0')."""
+    match = _IMAGE_REF.match(image)
+    assert match and match.group("tag") in TRACKER_RELEASES, image
+    return match.group("tag")
+
+
+def tracker_schema_version(image: str) -> str:
+    """The configuration schema the tracker in `image` loads."""
+    return TRACKER_RELEASES[tracker_release(image)]
+
+
+def _tracker_image(value: str) -> str:
+    match = _IMAGE_REF.match(value)
+    assert match  # ImageRef ran first
+    repo, tag = match.group("repo"), match.group("tag")
+    supported = ", ".join(f"'{TRACKER_REPOSITORY}:{tag}'" for tag in TRACKER_RELEASES)
+    if repo != TRACKER_REPOSITORY and not repo.endswith("/" + TRACKER_REPOSITORY):
+        raise ValueError(f"'{value}' is not the Torrust tracker image; use {supported}")
+    if tag is None:
+        raise ValueError(
+            f"'{value}' has a digest but no release tag, so the configuration schema to render is "
+            f"unknown; write both, e.g. '{TRACKER_IMAGE}@{match.group('digest')}'"
+        )
+    if tag not in TRACKER_RELEASES:
+        why = " (develop loads configuration schema 3.0.0 and moves)" if tag == "develop" else ""
+        raise ValueError(
+            f"'{value}' is not a tracker release this program renders a configuration for{why}; "
+            f"use {supported}, optionally pinned by digest ('{TRACKER_IMAGE}@sha256:<digest>')"
+        )
+    return value
+
+
 class ImageSettings(_Model):
     pingoo: ImageRef = "pingooio/pingoo:0.14.7"
     """Pingoo image (0.14.9 has an ACME regression, pingoo PR #24; the program warns)."""
     nginx_certbot: ImageRef = "jonasal/nginx-certbot:6.2.0-nginx1.31.2"
     """nginx+certbot image."""
-    tracker: ImageRef = "torrust/tracker:develop"
-    """Torrust tracker image (a moving tag: pin a digest, see Pinning images)."""
+    tracker: Annotated[ImageRef, AfterValidator(_tracker_image)] = TRACKER_IMAGE
+    """Torrust tracker image: the latest release; only v3.0.0 / 3.0.0 (optionally @sha256:...) are
+    accepted, see Pinning images."""
     # Newest patch of a supported line, as stored sources showed them on 2026-11-26 (read that day):
     # Prometheus 3.13 is an LTS line (supported until July 2027; 3.11 is end of life); 3.13.3 of
     # 2026-09-07 is the newest entry of github.com/prometheus/prometheus/releases ([SECURITY] Go
@@ -414,6 +465,9 @@ class ImageSettings(_Model):
     """Prometheus node exporter image (host metrics)."""
     alertmanager: ImageRef = "prom/alertmanager:v0.34.0"
     """Alertmanager image."""
+    # Turns the tracker's JSON /api/v1/stats into Prometheus metrics (v3.0.0 has no metrics endpoint).
+    json_exporter: ImageRef = "prometheuscommunity/json-exporter:v0.7.0"
+    """json_exporter image (turns the tracker's JSON stats into Prometheus metrics)."""
 
     def mutable(self) -> list[str]:
         """Images pinned by a tag that upstream moves (no digest): worth a warning, not an error."""
@@ -717,12 +771,13 @@ _FIX_EXAMPLES: dict[str, str] = {
 _IMAGE_EXAMPLES = {
     "pingoo": "pingooio/pingoo:0.14.7",
     "nginxCertbot": "jonasal/nginx-certbot:6.2.0-nginx1.31.2",
-    "tracker": "torrust/tracker:develop",
+    "tracker": TRACKER_IMAGE,
     "prometheus": "prom/prometheus:v3.13.3",
     "grafana": "grafana/grafana:12.4.14",
     "blackboxExporter": "prom/blackbox-exporter:v0.28.0",
     "nodeExporter": "prom/node-exporter:v1.12.1",
     "alertmanager": "prom/alertmanager:v0.34.0",
+    "jsonExporter": "prometheuscommunity/json-exporter:v0.7.0",
 }
 
 
@@ -908,4 +963,9 @@ def check_secret_value(key: str, value: str | None, *, min_length: int) -> str |
         return f"  - {PROJECT}:{key}: is too short (at least {min_length} characters)\n      fix: {fix}"
     if any(ch.isspace() for ch in value) or not value.isprintable():
         return f"  - {PROJECT}:{key}: must not contain whitespace or control characters\n      fix: {fix}"
+    if key in URL_SAFE_SECRETS and any(ch in URL_QUERY_SPECIAL for ch in value):
+        return (
+            f"  - {PROJECT}:{key}: must not contain any of {' '.join(URL_QUERY_SPECIAL)} "
+            f"(it is sent in a URL query)\n      fix: {fix}"
+        )
     return None

@@ -39,70 +39,19 @@ FORBIDDEN_TOP_LEVEL_KEYS = frozenset(
     {"elements", "layout", "apiVersion", "kind", "spec", "__inputs", "__requires"}
 )
 
-# Metric names exported by the tracker, per Prometheus job (see prometheus.yml).
-# tracker_stats: /api/v1/stats?format=prometheus
-#   (torrust-tracker packages/axum-rest-tracker-api-server/src/v1/context/stats/responses.rs)
-# tracker_metrics: /api/v1/metrics?format=prometheus
-#   (torrust-tracker packages/{udp-tracker-server,http-tracker-core,swarm-coordination-registry,
-#    tracker-core}/src/statistics/mod.rs)
-METRICS_BY_JOB: dict[str, frozenset[str]] = {
-    "tracker_stats": frozenset(
-        {
-            "torrents",
-            "seeders",
-            "completed",
-            "leechers",
-            "tcp4_connections_handled",
-            "tcp4_announces_handled",
-            "tcp4_scrapes_handled",
-            "tcp6_connections_handled",
-            "tcp6_announces_handled",
-            "tcp6_scrapes_handled",
-            "udp_requests_aborted",
-            "udp_requests_banned",
-            "udp_banned_ips_total",
-            "udp_avg_connect_processing_time_ns",
-            "udp_avg_announce_processing_time_ns",
-            "udp_avg_scrape_processing_time_ns",
-            "udp4_requests",
-            "udp4_connections_handled",
-            "udp4_announces_handled",
-            "udp4_scrapes_handled",
-            "udp4_responses",
-            "udp4_errors_handled",
-            "udp6_requests",
-            "udp6_connections_handled",
-            "udp6_announces_handled",
-            "udp6_scrapes_handled",
-            "udp6_responses",
-            "udp6_errors_handled",
-        }
-    ),
-    "tracker_metrics": frozenset(
-        {
-            "swarm_coordination_registry_torrents_total",
-            "swarm_coordination_registry_torrents_added_total",
-            "swarm_coordination_registry_torrents_removed_total",
-            "swarm_coordination_registry_torrents_downloads_total",
-            "swarm_coordination_registry_peer_connections_total",
-            "swarm_coordination_registry_peers_added_total",
-            "swarm_coordination_registry_peers_removed_total",
-            "swarm_coordination_registry_peers_updated_total",
-            "tracker_core_persistent_torrents_downloads_total",
-            "http_tracker_core_requests_received_total",
-            "udp_tracker_core_requests_received_total",
-            "udp_tracker_server_requests_aborted_total",
-            "udp_tracker_server_requests_banned_total",
-            "udp_tracker_server_ips_banned_total",
-            "udp_tracker_server_connection_id_errors_total",
-            "udp_tracker_server_requests_received_total",
-            "udp_tracker_server_requests_accepted_total",
-            "udp_tracker_server_responses_sent_total",
-            "udp_tracker_server_errors_total",
-            "udp_tracker_server_performance_avg_processing_time_ns",
-        }
-    ),
-}
+# Metric names per Prometheus job (see prometheus.yml): the one job, tracker_stats, is json_exporter
+# turning the tracker v3.0.0 JSON /api/v1/stats into metrics, one per field of its module config.
+# tests/test_real_tracker.py proves with the real tracker, json_exporter and Prometheus that exactly
+# these series exist after a scrape.
+JSON_EXPORTER_CONFIG = REPO_ROOT / "templates" / "json-exporter" / "config.yml"
+
+
+def exporter_metric_names() -> frozenset[str]:
+    modules = yaml.safe_load(JSON_EXPORTER_CONFIG.read_text(encoding="utf-8"))["modules"]
+    return frozenset(metric["name"] for module in modules.values() for metric in module["metrics"])
+
+
+METRICS_BY_JOB: dict[str, frozenset[str]] = {"tracker_stats": exporter_metric_names()}
 # Blackbox probes (prometheus/blackbox_exporter v0.28.0 prober/handler.go, prober/prober.go) per probe job
 # of core/alerts.py, and the node exporter (node_exporter v1.12.1 collector/filesystem_common.go)
 # with the backup job's textfile metric (core.alerts.BACKUP_METRIC).
@@ -159,9 +108,7 @@ def expr_problems(expr: str) -> list[str]:
     for metric, matchers in selectors:
         jobs = JOB_RE.findall(matchers)
         if len(jobs) != 1 or jobs[0] not in METRICS_BY_JOB:
-            problems.append(
-                f'{metric}: selector needs job="tracker_stats" or job="tracker_metrics" (or a probe/node job)'
-            )
+            problems.append(f'{metric}: selector needs job="tracker_stats" (or a probe/node job)')
         elif metric not in METRICS_BY_JOB[jobs[0]]:
             problems.append(f"{metric}: not exported by job {jobs[0]!r}")
     # A known metric used without a selector would silently match both jobs (or none).
@@ -309,10 +256,24 @@ def test_dashboard_panels_do_not_overlap(dashboard: Dashboard) -> None:
 
 
 @pytest.mark.parametrize("name", TRACKER_DASHBOARDS)
-def test_dashboards_use_both_prometheus_jobs(name: str) -> None:
-    exprs = all_exprs(load_dashboard(name))
-    assert 'job="tracker_stats"' in exprs
-    assert 'job="tracker_metrics"' in exprs
+def test_dashboards_use_only_the_tracker_stats_job(name: str) -> None:
+    jobs = set(JOB_RE.findall(all_exprs(load_dashboard(name))))
+    assert jobs == {"tracker_stats"}
+
+
+def test_exporter_maps_every_field_of_the_v3_stats_resource() -> None:
+    # torrust/torrust-tracker v3.0.0 src/servers/apis/v1/context/stats/resources.rs, struct Stats.
+    fields = {"torrents", "seeders", "completed", "leechers"} | {
+        f"{proto}{family}_{kind}_handled"
+        for proto in ("tcp", "udp")
+        for family in ("4", "6")
+        for kind in ("connections", "announces", "scrapes")
+    }
+    assert exporter_metric_names() == fields
+    modules = yaml.safe_load(JSON_EXPORTER_CONFIG.read_text(encoding="utf-8"))["modules"]
+    for metric in modules["tracker_stats"]["metrics"]:
+        assert metric["path"] == "{." + metric["name"] + "}"
+        assert metric["valuetype"] == ("counter" if metric["name"].endswith("_handled") else "gauge")
 
 
 def test_dashboard_uids_are_unique() -> None:
@@ -338,34 +299,27 @@ def test_overview_covers_swarm_and_request_rates() -> None:
         "seeders",
         "leechers",
         "completed",
-        "swarm_coordination_registry_peer_connections_total",
+        "udp4_announces_handled",
+        "tcp6_scrapes_handled",
     ):
         assert re.search(rf"\b{metric}\{{", exprs), metric
-    assert 'request_kind="announce"' in exprs
-    assert 'request_kind="scrape"' in exprs
     types = {(p["type"], p["title"]) for p in iter_panels(overview["panels"])}
     assert ("stat", "Completed downloads") in types
     assert ("timeseries", "Completed downloads") in types
 
 
+def test_dashboards_together_use_every_exported_metric() -> None:
+    exprs = " ".join(all_exprs(load_dashboard(name)) for name in EXPECTED)
+    unused = {m for m in exporter_metric_names() if not re.search(rf"\b{m}\{{", exprs)}
+    assert unused == set()
+
+
 def test_protocols_covers_udp_http_ipv4_ipv6() -> None:
     exprs = all_exprs(load_dashboard("tracker-protocols.json"))
-    for metric in (
-        "udp4_announces_handled",
-        "udp6_announces_handled",
-        "tcp4_announces_handled",
-        "tcp6_announces_handled",
-        "udp4_scrapes_handled",
-        "udp6_scrapes_handled",
-        "udp4_connections_handled",
-        "udp_tracker_server_errors_total",
-        "udp_tracker_server_requests_banned_total",
-        "udp_tracker_server_ips_banned_total",
-        "udp_tracker_server_performance_avg_processing_time_ns",
-        "udp_tracker_server_responses_sent_total",
-        "http_tracker_core_requests_received_total",
-    ):
-        assert re.search(rf"\b{metric}\{{", exprs), metric
+    for proto in ("udp", "tcp"):
+        for family in ("4", "6"):
+            for kind in ("announces", "scrapes", "connections"):
+                assert re.search(rf"\b{proto}{family}_{kind}_handled\{{", exprs), (proto, family, kind)
 
 
 def test_endpoints_dashboard_shows_days_left_and_every_probe_job() -> None:
@@ -470,9 +424,10 @@ def test_validator_rejects_string_schema_version() -> None:
         ("rate(udp4_announces_handled[5m])", "without a {job=...} selector"),
         ('torrents{instance="tracker:1212"}', "needs job="),
         ('torrents{job="prometheus"}', "needs job="),
-        ('torrents{job="tracker_metrics"}', "not exported by job"),
+        ('torrents{job="tracker_metrics"}', "needs job="),
+        # develop-only names (/api/v1/metrics, PR #1414) do not exist in v3.0.0.
         ('swarm_coordination_registry_torrents_total{job="tracker_stats"}', "not exported by job"),
-        ('udp_tracker_server_typo_total{job="tracker_metrics"}', "not exported by job"),
+        ('udp_requests_banned{job="tracker_stats"}', "not exported by job"),
         ("vector(1)", "no metric{...} selector"),
         ('probe_success{job="blackbox"}', "needs job="),
         ('node_filesystem_avail_bytes{job="blackbox_tls"}', "not exported by job"),
@@ -487,9 +442,8 @@ def test_expr_problems_catches_bad_queries(expr: str, fragment: str) -> None:
     [
         'torrents{job="tracker_stats"}',
         'seeders{job="tracker_stats"} + leechers{job="tracker_stats"}',
-        'sum by (peer_role) (swarm_coordination_registry_peer_connections_total{job="tracker_metrics"})',
-        'sum(rate(udp_tracker_server_requests_accepted_total{job="tracker_metrics",request_kind="scrape"}[1m]))'
-        ' / sum(rate(udp_tracker_server_requests_received_total{job="tracker_metrics"}[5m]))',
+        'rate(udp4_announces_handled{job="tracker_stats"}[5m])'
+        ' + rate(udp6_announces_handled{job="tracker_stats"}[5m])',
     ],
 )
 def test_expr_problems_accepts_good_queries(expr: str) -> None:

@@ -23,6 +23,7 @@ EXPECTED_FILES = {
     "files/prometheus/etc/prometheus/rules/torrust.yml",
     "files/blackbox-exporter/etc/blackbox_exporter/config.yml",
     "files/alertmanager/etc/alertmanager/alertmanager.yml",
+    "files/json-exporter/etc/json_exporter/config.yml",
     "files/grafana/etc/grafana/provisioning/datasources/prometheus.yaml",
     "files/grafana/etc/grafana/provisioning/dashboards/torrust.yaml",
     "files/grafana/etc/grafana/dashboards/torrust/tracker-overview.json",
@@ -79,8 +80,9 @@ def test_plan_json_shape(plan_dir: Path) -> None:
             "provider",
         } <= set(resource["options"])
     urns = [r["urn"] for r in plan["resources"]]
-    # incl. generated secrets, backup job, 9 RRsets, 2 rDNS, the gate, 3 alerting services (+networks)
-    assert len(urns) == len(set(urns)) == 63
+    # incl. generated secrets, backup job, 9 RRsets, 2 rDNS, the gate, 3 alerting services (+networks),
+    # json_exporter
+    assert len(urns) == len(set(urns)) == 65
     server = next(r for r in plan["resources"] if r["type"] == "hcloud:index/server:Server")
     assert server["inputs"]["serverType"] == "cx23"  # camelCase, as the engine sees them
     assert server["inputs"]["userData"] == "[secret]"
@@ -98,7 +100,8 @@ def test_plan_masks_secrets(plan_dir: Path) -> None:
     )
     # Files only ever hold placeholders.
     scrape = (plan_dir / "files/prometheus/etc/prometheus/prometheus.yml").read_text()
-    assert yaml.safe_load(scrape)["scrape_configs"][0]["params"]["token"] == [GENERATED_PASSWORD]
+    target = yaml.safe_load(scrape)["scrape_configs"][0]["params"]["target"]
+    assert target == [f"http://tracker:1212/api/v1/stats?token={GENERATED_PASSWORD}"]
 
 
 def test_plan_files_equal_the_uploads(plan_dir: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from components.tracker import ADMIN_TOKEN_ENV
 from core import layout
@@ -94,8 +95,8 @@ def test_resource_inventory(deploy: Deploy) -> None:
         "torrust:index:BlackboxExporter": 1,
         "torrust:index:NodeExporter": 1,
         "torrust:index:Alertmanager": 1,
-        "docker:index/remoteImage:RemoteImage": 8,
-        CONTAINER: 8,
+        "docker:index/remoteImage:RemoteImage": 9,
+        CONTAINER: 9,
     }
     # Every non-component resource sits under a component (nothing at the stack root).
     for registration in run.monitor.registrations:
@@ -175,8 +176,11 @@ def test_networks_isolate_backends(deploy: Deploy) -> None:
         "torrust-dashboards",
         "torrust-monitoring",
     }
+    # json_exporter: only on the internal metrics network (Prometheus -> exporter -> tracker API).
+    assert network_names(run, "json-exporter") == {"torrust-metrics": None}
+    assert "ports" not in container(run, "json-exporter").inputs
     # Only edge containers share a network with the backends they proxy, and no backend has egress.
-    for backend in ("grafana", "prometheus"):
+    for backend in ("grafana", "prometheus", "json-exporter"):
         assert not set(network_names(run, backend)) & {"torrust-edge", "torrust-udp"}
 
 
@@ -254,7 +258,7 @@ def test_nginx_uploads_proxy_grafana_with_websockets(deploy: Deploy) -> None:
 def test_tracker_container(deploy: Deploy) -> None:
     run = deploy()
     tracker = container(run, "tracker")
-    assert tracker.inputs["image"] == "torrust/tracker:develop"
+    assert tracker.inputs["image"] == "torrust/tracker:v3.0.0"
     env = envs(run, "tracker")
     assert "USER_ID=1000" in env
     assert "TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER=sqlite3" in env
@@ -305,7 +309,28 @@ def test_monitoring_containers(deploy: Deploy) -> None:
     ]
 
 
-@pytest.mark.parametrize("name", ["pingoo", "nginx-certbot", "tracker", "prometheus", "grafana"])
+def test_json_exporter_container(deploy: Deploy) -> None:
+    """Tracker v3.0.0 serves JSON stats only: json_exporter (no secret, no volume) turns them into metrics."""
+    run = deploy()
+    exporter = container(run, "json-exporter").inputs
+    assert exporter["image"] == "prometheuscommunity/json-exporter:v0.7.0"
+    assert exporter["command"] == [
+        f"--config.file={layout.JSON_EXPORTER_CONFIG_FILE}",
+        f"--web.listen-address=:{layout.JSON_EXPORTER_PORT}",
+    ]
+    files = uploads(run, "json-exporter")
+    assert list(files) == [layout.JSON_EXPORTER_CONFIG_FILE]
+    assert isinstance(files[layout.JSON_EXPORTER_CONFIG_FILE], str)  # plain: it holds no secret
+    assert TOKEN not in files[layout.JSON_EXPORTER_CONFIG_FILE]
+    assert "volumes" not in exporter and "envs" not in exporter
+    assert exporter["healthcheck"]["tests"][-1] == f"http://127.0.0.1:{layout.JSON_EXPORTER_PORT}/metrics"
+    scrape = yaml.safe_load(secret_value(uploads(run, "prometheus")[layout.PROMETHEUS_CONFIG_FILE]))
+    assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == ["json-exporter:7979"]
+
+
+@pytest.mark.parametrize(
+    "name", ["pingoo", "nginx-certbot", "tracker", "prometheus", "grafana", "json-exporter"]
+)
 def test_container_baseline(deploy: Deploy, name: str) -> None:
     run = deploy()
     registration = container(run, name)
@@ -329,13 +354,15 @@ def test_container_baseline(deploy: Deploy, name: str) -> None:
 
 
 def test_images_are_pinned_from_config(deploy: Deploy) -> None:
-    run = deploy({"images": {"grafana": "grafana/grafana:13.0.0", "tracker": "torrust/tracker:v4.0.0"}})
+    digest = "torrust/tracker:v3.0.0@sha256:" + "c" * 64
+    run = deploy({"images": {"grafana": "grafana/grafana:13.0.0", "tracker": digest}})
     images = {r.name: r.inputs["name"] for r in run.monitor.by_type("docker:index/remoteImage:RemoteImage")}
     assert images == {
         "pingoo-image": "pingooio/pingoo:0.14.7",
         "nginx-certbot-image": "jonasal/nginx-certbot:6.2.0-nginx1.31.2",
-        "tracker-image": "torrust/tracker:v4.0.0",
+        "tracker-image": digest,
         "prometheus-image": "prom/prometheus:v3.13.3",
+        "json-exporter-image": "prometheuscommunity/json-exporter:v0.7.0",
         "grafana-image": "grafana/grafana:13.0.0",
         "blackbox-exporter-image": "prom/blackbox-exporter:v0.28.0",
         "node-exporter-image": "prom/node-exporter:v1.12.1",
@@ -674,7 +701,7 @@ def test_canary_secrets_never_reach_plan_files(deploy: Deploy, tmp_path: Path) -
     run = deploy(secrets=dict(canaries))
     write_plan("dev", run, tmp_path / "plan", {f"torrust-hybrid-tls:{k}": v for k, v in canaries.items()})
     written = {p: p.read_text() for p in (tmp_path / "plan").rglob("*") if p.is_file()}
-    assert len(written) == 18  # incl. the backup script and its two units
+    assert len(written) == 19  # incl. the backup script and its two units
     for path, text in written.items():
         for value in canaries.values():
             assert value not in text, path
@@ -691,6 +718,7 @@ EXPECTED_CAPABILITIES = {
     "blackbox-exporter": None,
     "node-exporter": None,
     "alertmanager": None,
+    "json-exporter": None,
 }
 
 

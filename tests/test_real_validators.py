@@ -1,6 +1,7 @@
 """The dev plan's rendered service files, checked by the real validators (or the real schema).
 
-- tracker.toml: every key of schema 2.0.0 (tools/tracker_schema.py, from the tracker's source),
+- tracker.toml: every key of schema 2.0.0 (tests/oracles/tracker_schema.py, from tracker v3.0.0's source;
+  the real v3.0.0 binary ignores unknown keys, tests/test_real_tracker.py),
   valid bind addresses, `on_reverse_proxy = true`, no token in the file.
 - prometheus.yml: `promtool check config`.
 - cloud-init.yaml: `cloud-init schema -c`, and no service configuration in the user data.
@@ -23,13 +24,13 @@ import pytest
 import yaml
 
 from core import layout
+from tests.oracles.tracker_schema import check_tracker_toml
 from tests.realtools import (
     RenderedPlan,
     dev_plan,  # noqa: F401  (session fixture: the plan is rendered once)
     require_tool,
     run,
 )
-from tools.tracker_schema import check_tracker_toml
 
 # --- tracker.toml --------------------------------------------------------------------------------
 
@@ -71,6 +72,12 @@ def test_rendered_tracker_binds(dev_plan: RenderedPlan) -> None:  # noqa: F811
         ("listed = false\n", "", "core.listed: mandatory option missing"),
         ("on_reverse_proxy = true", "on_reverse_proxy = false", "the tracker sits behind Pingoo"),
         ("[health_check_api]", '[http_api.access_tokens]\nadmin = "x"\n\n[health_check_api]', "admin token"),
+        # A key of a later schema (develop): v3.0.0 would ignore it.
+        (
+            "[[http_trackers]]\n",
+            "[[http_trackers]]\ntracker_usage_statistics = true\n",
+            "http_trackers[0].tracker",
+        ),
     ],
     ids=[
         "misspelled-key",
@@ -81,6 +88,7 @@ def test_rendered_tracker_binds(dev_plan: RenderedPlan) -> None:  # noqa: F811
         "mandatory",
         "proxy-off",
         "token",
+        "post-v3-key",
     ],
 )
 def test_mutation_tracker_toml(dev_plan: RenderedPlan, old: str, new: str, expected: str) -> None:  # noqa: F811

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import tomllib
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
 
 from core import layout, rendering
-from core.settings import StackSettings, load_settings
+from core.settings import TRACKER_RELEASES, StackSettings, load_settings
 from tests.conftest import dev_config
 from tools.pingoo_check import check_pingoo_config, config_warnings, route_request
 
@@ -105,21 +106,38 @@ def test_private_tracker_toml() -> None:
     assert tomllib.loads(rendering.render_tracker_toml(settings(tracker=tracker)))["core"]["private"] is True
 
 
-def test_prometheus_config_scrapes_both_tracker_endpoints_with_the_token() -> None:
+def test_prometheus_scrapes_the_stats_through_json_exporter_with_the_token() -> None:
+    # v3.0.0 has no metrics endpoint: one job, json_exporter's /probe fetching the JSON stats.
     config = yaml.safe_load(rendering.render_prometheus(settings(), "tok-123"))
-    jobs = {job["job_name"]: job for job in config["scrape_configs"] if "token" in job.get("params", {})}
-    assert set(jobs) == {"tracker_stats", "tracker_metrics"}  # the only jobs that carry the token
-    assert jobs["tracker_stats"]["metrics_path"] == "/api/v1/stats"
-    assert jobs["tracker_metrics"]["metrics_path"] == "/api/v1/metrics"
-    for job in jobs.values():
-        assert job["params"] == {"token": ["tok-123"], "format": ["prometheus"]}
-        assert job["static_configs"] == [{"targets": ["tracker:1212"]}]
+    # The only job that carries the token (the others are probes, the node exporter, Alertmanager).
+    jobs = [job for job in config["scrape_configs"] if "tok-123" in json.dumps(job)]
+    assert [job["job_name"] for job in jobs] == ["tracker_stats"]
+    job = jobs[0]
+    assert job["metrics_path"] == "/probe"
+    assert job["params"] == {
+        "module": ["tracker_stats"],
+        "target": ["http://tracker:1212/api/v1/stats?token=tok-123"],
+    }
+    assert job["static_configs"] == [
+        {"targets": ["json-exporter:7979"], "labels": {"instance": "tracker:1212"}}
+    ]
+    modules = yaml.safe_load(rendering.json_exporter_config())["modules"]
+    assert set(modules) == {job["params"]["module"][0]}
 
 
-def test_prometheus_token_is_quoted_safely() -> None:
-    token = 'a"b\\c: #d'
+def test_prometheus_target_carries_the_token_verbatim() -> None:
+    # Printable characters the settings accept (all but URL_QUERY_SPECIAL), the plan's placeholder too.
+    token = "Ab3-._~<plan-placeholder:x>!@$'()*,/?" + "x" * 20
     config = yaml.safe_load(rendering.render_prometheus(settings(), token))
-    assert config["scrape_configs"][0]["params"]["token"] == [token]
+    target = urlsplit(config["scrape_configs"][0]["params"]["target"][0])
+    assert parse_qs(target.query) == {"token": [token]}
+
+
+def test_every_accepted_tracker_release_has_a_template() -> None:
+    for tag, schema in TRACKER_RELEASES.items():
+        text = rendering.render_tracker_toml(settings(images={"tracker": f"torrust/tracker:{tag}"}))
+        assert tomllib.loads(text)["metadata"]["schema_version"] == schema
+        assert f"torrust/tracker {tag}" in text
 
 
 def test_grafana_datasource_uid_matches_the_dashboards() -> None:

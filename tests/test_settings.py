@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from core.settings import ConfigError, StackSettings, check_secret_value, load_settings
+from core.settings import (
+    ConfigError,
+    ImageSettings,
+    StackSettings,
+    check_secret_value,
+    load_settings,
+    tracker_schema_version,
+)
 from tests.conftest import dev_config
 
 
@@ -82,6 +89,17 @@ BAD_CONFIGS: list[tuple[str, Any, str, str]] = [
     ("tracker.private", "maybe", "valid boolean", "--path 'tracker.private'"),
     ("images.grafana", "grafana/grafana", "no tag or digest", "--path 'images.grafana'"),
     ("images.tracker", "Torrust/Tracker:develop", "not an image reference", "--path 'images.tracker'"),
+    # develop loads configuration schema 3.0.0, which this program does not render.
+    ("images.tracker", "torrust/tracker:develop", "schema 3.0.0", "'images.tracker' torrust/tracker:v3.0.0"),
+    (
+        "images.tracker",
+        "torrust/tracker:v3.1.0",
+        "not a tracker release",
+        "'images.tracker' torrust/tracker:v3.0.0",
+    ),
+    ("images.tracker", "torrust/tracker@sha256:" + "a" * 64, "no release tag", "torrust/tracker:v3.0.0"),
+    ("images.tracker", "grafana/grafana:v3.0.0", "not the Torrust tracker image", "torrust/tracker:v3.0.0"),
+    ("images.jsonExporter", "prometheuscommunity/json-exporter", "no tag or digest", "json-exporter:v0.7.0"),
     ("acme.email", None, "is required but not set", "--path 'acme.email'"),
     ("acme.email", "admin-at-example.com", "not an e-mail address", "--path 'acme.email'"),
     ("acme.staging", "yes please", "valid boolean", "--path 'acme.staging'"),
@@ -133,10 +151,30 @@ def test_non_object_value_is_refused() -> None:
 
 
 def test_mutable_image_tags_are_listed_for_a_warning() -> None:
-    settings = load(dev_config())
-    assert settings.images.mutable() == ["torrust/tracker:develop"]
-    pinned = with_change("images.tracker", "torrust/tracker:develop@sha256:" + "a" * 64)
+    assert load(dev_config()).images.mutable() == []
+    moving = with_change("images.grafana", "grafana/grafana:latest")
+    assert load(moving).images.mutable() == ["grafana/grafana:latest"]
+    pinned = with_change("images.grafana", "grafana/grafana:latest@sha256:" + "a" * 64)
     assert load(pinned).images.mutable() == []
+
+
+@pytest.mark.parametrize(
+    ("image", "schema"),
+    [
+        ("torrust/tracker:v3.0.0", "2.0.0"),
+        ("torrust/tracker:3.0.0", "2.0.0"),
+        ("docker.io/torrust/tracker:v3.0.0@sha256:" + "b" * 64, "2.0.0"),
+    ],
+)
+def test_tracker_releases_map_to_their_schema(image: str, schema: str) -> None:
+    settings = load(with_change("images.tracker", image))
+    assert tracker_schema_version(settings.images.tracker) == schema
+
+
+def test_default_tracker_image_is_a_pinned_release() -> None:
+    default = ImageSettings().tracker
+    assert default == "torrust/tracker:v3.0.0"
+    assert tracker_schema_version(default) == "2.0.0"
 
 
 @pytest.mark.parametrize(
@@ -144,6 +182,8 @@ def test_mutable_image_tags_are_listed_for_a_warning() -> None:
     [
         ("abc123", "too short"),
         ("has whitespace in the middle 0123456789", "whitespace"),
+        # The tracker admin token travels in a URL (?token=): no '&', '#', '%', '+' ...
+        ("token&format=x#0123456789abcdef", "sent in a URL query"),
     ],
 )
 def test_secret_checks_never_echo_the_value(value: str | None, problem: str) -> None:

@@ -1,17 +1,20 @@
-"""Strict check of a Torrust tracker `tracker.toml` against configuration schema 2.0.0.
+"""Strict key check of a `tracker.toml` against configuration schema 2.0.0, as torrust/tracker v3.0.0
+(the release the deployment pins) reads it.
 
-The tracker loads its config with figment + serde without `deny_unknown_fields`, so a misspelled
-key is silently ignored and the default applies (e.g. `on_reverse_proxi = true` leaves the tracker
-reading the proxy's address as every peer's IP). This module knows every key of schema 2.0.0 and
-reports anything else.
+Kept only for what the real binary does not catch (tests/test_real_tracker.py runs it): v3.0.0 loads
+its configuration with figment + serde and none of its structs has `deny_unknown_fields`, so a
+misspelled key or table is silently ignored and the default applies (e.g. `on_reverse_proxi = true`
+leaves the tracker reading the proxy's address as every peer's IP) -- the binary starts happily.
+The real binary does reject wrong types, bad enum values, bad socket addresses, a missing mandatory
+option and a wrong schema_version; this module checks those too, so that the message names the key.
 
-Source: torrust/torrust-tracker `packages/configuration/src/v2_0_0/` — `mod.rs` (Configuration,
-mandatory options), `core.rs` (Core, PrivateMode), `network.rs`, `database.rs` (Driver),
-`logging.rs` (Threshold), `http_tracker.rs`, `udp_tracker.rs`, `tracker_api.rs`,
-`health_check_api.rs`; shared structs (Metadata, AnnouncePolicy, TrackerPolicy, TslConfig) in
-`packages/configuration/src/lib.rs`. Read at commits 105dfc19 (2024-10-17), 57d884d8 (core.rs),
-86e64068 (http/udp tracker: `tracker_usage_statistics`, `cookie_lifetime`), 78b8be8a (tracker_api,
-mod.rs); see also research/torrust.md §2.3. The union of the keys of those versions is accepted.
+Source, read at tag v3.0.0 (commit 850e95e3, 2024-10-02) of torrust/torrust-tracker:
+`packages/configuration/src/v2_0_0/` -- `mod.rs` (Configuration, Configuration::load,
+check_mandatory_options), `core.rs` (Core, PrivateMode), `network.rs`, `database.rs` (Driver),
+`logging.rs` (Threshold), `http_tracker.rs` (bind_address, tsl_config), `udp_tracker.rs`
+(bind_address only), `tracker_api.rs`, `health_check_api.rs`; Metadata, AnnouncePolicy,
+TrackerPolicy, TslConfig in `packages/configuration/src/lib.rs`. Keys added after v3.0.0
+(`tracker_usage_statistics` and `cookie_lifetime` per tracker) are unknown to v3.0.0 and reported.
 """
 
 from __future__ import annotations
@@ -110,7 +113,6 @@ class MapOf:
 
 
 TSL_CONFIG = Table({"ssl_cert_path": _string, "ssl_key_path": _string})
-DURATION = Table({"secs": _uint(64), "nanos": _uint(32)})  # serde's std::time::Duration
 
 SCHEMA = Table(
     {
@@ -141,14 +143,8 @@ SCHEMA = Table(
                 "tracker_usage_statistics": _bool,
             }
         ),
-        "udp_trackers": ArrayOf(
-            Table(
-                {"bind_address": _socket_addr, "cookie_lifetime": DURATION, "tracker_usage_statistics": _bool}
-            )
-        ),
-        "http_trackers": ArrayOf(
-            Table({"bind_address": _socket_addr, "tsl_config": TSL_CONFIG, "tracker_usage_statistics": _bool})
-        ),
+        "udp_trackers": ArrayOf(Table({"bind_address": _socket_addr})),
+        "http_trackers": ArrayOf(Table({"bind_address": _socket_addr, "tsl_config": TSL_CONFIG})),
         "http_api": Table(
             {"bind_address": _socket_addr, "tsl_config": TSL_CONFIG, "access_tokens": MapOf(_string)}
         ),
