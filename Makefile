@@ -3,6 +3,7 @@
 #   make check                lint + types + every test, real tools required (REQUIRE_REAL_TOOLS=1)
 #   make plan STACK=dev       offline plan under mocks -> build/plan/<stack>/
 #   make plan-diff BASE=<ref> [STACK=dev] [PLAN_DIFF_ARGS=--json]   Markdown (or JSON) review of a change
+#   make docs                 regenerate Pulumi.yaml `config:` and the README configuration reference
 #   make doctor STACK=<stack> [OUTPUTS=file] [DOCTOR_ARGS=--json]   check the live deployment from outside
 STACK ?= dev
 BASE ?= origin/main
@@ -17,7 +18,7 @@ BOOTSTRAP_PYTHON ?= $(firstword $(foreach candidate,$(PYTHON_CANDIDATES),$(shell
 	command -v $(candidate) >/dev/null 2>&1 && $(candidate) $(IS_311) 2>/dev/null && echo $(candidate))))
 VENV_STAMP := $(VENV)/.requirements.stamp
 
-.PHONY: venv test check lint typecheck plan plan-diff doctor actionlint clean
+.PHONY: venv test check lint typecheck plan plan-diff doctor actionlint docs clean
 
 venv: $(VENV_STAMP)
 
@@ -54,6 +55,10 @@ check: lint typecheck actionlint
 
 plan: $(VENV_STAMP)
 	$(PYTHON) -m tools.plan --stack $(STACK)
+
+# Regenerate Pulumi.yaml's config block and the README's configuration reference from core/settings.py.
+docs: $(VENV_STAMP)
+	$(PYTHON) -m tools.config_reference
 
 plan-diff: $(VENV_STAMP)
 	$(PYTHON) -m tools.plan_diff --base $(BASE) --stack $(STACK) $(PLAN_DIFF_ARGS)

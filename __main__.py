@@ -30,15 +30,29 @@ from core.alerts import NO_RECEIVER_WARNING, alert_secret_problems, configured_r
 from core.dns import records as dns_record_list
 from core.dns import server_ipv6
 from core.endpoints import backup_paths, endpoints
+from core.examples import documentation_problems
 from core.settings import (
     ALERT_SECRET_KEYS,
     PROJECT,
     SECRET_MIN_LENGTHS,
     ConfigError,
     StackSettings,
+    check_config_keys,
     check_secret_value,
     load_settings,
 )
+from core.sshkeys import private_key_problem
+
+# Pingoo releases with a known ACME failure (pingoo PR #24: 0.14.9 exits before the tls-alpn-01
+# flow finishes, so no certificate is ever written; regression from commit 4d2c340).
+KNOWN_BAD_PINGOO = {"0.14.9": "exits before the TLS-ALPN-01 challenge completes (pingoo PR #24)"}
+
+
+def configured_keys() -> set[str]:
+    """Names of every configured key, of every namespace. Values are not read here."""
+    from pulumi.runtime.config import CONFIG, get_config_env
+
+    return set(CONFIG.get()) | set(get_config_env())
 
 
 def load_alert_secrets(config: pulumi.Config, problems: list[str]) -> dict[str, pulumi.Output[str]]:
@@ -65,7 +79,7 @@ def load_configuration() -> tuple[
 ]:
     """Validate everything before the first resource is registered."""
     config = pulumi.Config()
-    problems: list[str] = []
+    problems: list[str] = check_config_keys(configured_keys(), is_config_secret)
     try:
         settings = load_settings(pulumi.get_stack(), config.get_object)
     except ConfigError as exc:
@@ -90,12 +104,28 @@ def load_configuration() -> tuple[
         problems.extend(alert_secret_problems(settings, present))
     if settings is not None and settings.ssh.private_key_file:
         key_file = Path(os.path.expanduser(settings.ssh.private_key_file))
+        fix = (
+            "      fix: pulumi config set --path 'ssh.privateKeyFile' ~/.ssh/id_ed25519"
+            "   (or remove it to use ssh-agent)"
+        )
         if not key_file.is_file():
             problems.append(
-                f"  - {PROJECT}:ssh.privateKeyFile: '{key_file}' does not exist on this machine\n"
-                "      fix: pulumi config set --path 'ssh.privateKeyFile' ~/.ssh/id_ed25519"
-                "   (or remove it to use ssh-agent)"
+                f"  - {PROJECT}:ssh.privateKeyFile: '{key_file}' does not exist on this machine\n{fix}"
             )
+        else:
+            problem, encrypted = private_key_problem(key_file)
+            if problem is not None:
+                problems.append(f"  - {PROJECT}:ssh.privateKeyFile: {problem}\n{fix}")
+            elif encrypted and not os.environ.get("SSH_AUTH_SOCK"):
+                # Pulumi cannot type a passphrase: the key must come from ssh-agent.
+                problems.append(
+                    f"  - {PROJECT}:ssh.privateKeyFile: '{key_file}' is passphrase-protected and no "
+                    "ssh-agent is running; Pulumi cannot type the passphrase\n"
+                    f'      fix: eval "$(ssh-agent)" && ssh-add {key_file}'
+                )
+    if settings is not None and not pulumi.runtime.is_dry_run():
+        # `pulumi up` only: the example stack must stay plannable and previewable.
+        problems += documentation_problems(settings)
     if os.environ.get("DOCKER_CONTEXT"):
         # The Docker provider reads DOCKER_CONTEXT and lets it override `host`, so the containers
         # would go to that context's daemon instead of the server (kreuzwerker/terraform-provider-docker
@@ -122,13 +152,26 @@ for image in settings.images.mutable():
         "replacement server runs the same code; see README 'Pinning images'."
     )
 
+pingoo_version = settings.images.pingoo.split("@")[0].rpartition(":")[2]
+if pingoo_version in KNOWN_BAD_PINGOO:
+    pulumi.log.warn(
+        f"images.pingoo '{settings.images.pingoo}' {KNOWN_BAD_PINGOO[pingoo_version]}: "
+        "no certificates will be issued; use pingooio/pingoo:0.14.7"
+    )
 if not configured_receivers(settings, alert_secrets):
     pulumi.log.warn(NO_RECEIVER_WARNING)
 
 private_key: pulumi.Output[str] | None = None
 if settings.ssh.private_key_file:
-    key_text = Path(os.path.expanduser(settings.ssh.private_key_file)).read_text()
-    private_key = pulumi.Output.secret(key_text)
+    key_path = Path(os.path.expanduser(settings.ssh.private_key_file))
+    if private_key_problem(key_path)[1]:
+        # Passphrase-protected: the remote commands use ssh-agent (SSH_AUTH_SOCK) instead.
+        pulumi.log.warn(
+            f"ssh.privateKeyFile '{key_path}' is passphrase-protected: Pulumi uses it through "
+            f"ssh-agent; keep it loaded (ssh-add {key_path}) while `pulumi up` runs"
+        )
+    else:
+        private_key = pulumi.Output.secret(key_path.read_text())
 
 operator_secrets = Secrets("secrets", SecretsArgs(configured=secrets))
 host = Host("host", HostArgs(settings=settings))
@@ -226,7 +269,12 @@ pulumi.export(
 pulumi.export(
     "sshCommand",
     pulumi.Output.all(host.ipv4_address, host.host_public_key).apply(
-        lambda values: ssh_command(settings.ssh.user, values[0], values[1])
+        lambda values: ssh_command(
+            settings.ssh.user,
+            values[0],
+            values[1],
+            os.path.expanduser(settings.ssh.private_key_file) if settings.ssh.private_key_file else None,
+        )
     ),
 )
 pulumi.export("hostKey", host.host_public_key.apply(str.strip))

@@ -149,18 +149,21 @@ class DockerHost(pulumi.ComponentResource):
         self.register_outputs({"readiness": self.ready.stdout})
 
 
-def ssh_command(user: str, ipv4: str, host_public_key: str) -> str:
-    """An ssh command line that verifies the generated host key, for the sshCommand output."""
+def ssh_command(user: str, ipv4: str, host_public_key: str, private_key_file: str | None = None) -> str:
+    """A one-line ssh command that verifies the generated host key, for the sshCommand output.
+
+    Every argument is shell-quoted so that it works pasted into bash/zsh; with ssh.privateKeyFile
+    set it names the key (-i, IdentitiesOnly) like the Docker provider does.
+    """
     key = " ".join(host_public_key.split()[:2])
-    return " ".join(
-        [
-            "ssh",
-            "-o",
-            shlex.quote(f"KnownHostsCommand=/bin/echo %H {key}"),
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            f"{user}@{ipv4}",
-        ]
-    )
+    argv = [
+        "ssh",
+        "-o", f"KnownHostsCommand=/bin/echo %H {key}",
+        "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes",
+    ]  # fmt: skip
+    if private_key_file:
+        argv += ["-o", "IdentitiesOnly=yes", "-i", private_key_file]
+    argv.append(f"{user}@{ipv4}")
+    return shlex.join(argv)

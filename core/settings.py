@@ -7,9 +7,11 @@ command that fixes it, because the person reading it is an operator at a termina
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+import shlex
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,6 +24,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from core.names import domain_problem, email_problem, punycode_suggestion
+from core.oncalendar import CalendarError, check_calendar
+from core.sshkeys import SshKeyError, parse_public_key
 
 PROJECT = "torrust-hybrid-tls"
 
@@ -85,11 +91,8 @@ _IMAGE_REF = re.compile(
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
 )
+# Alert receivers' addresses: plain syntax (not the ACME contact, which core/names.py checks).
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_SSH_PUBLIC_KEY = re.compile(
-    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com"
-    r"|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( .*)?$"
-)
 _SERVER_TYPE = re.compile(r"^[a-z]{2,4}[0-9]{1,3}$")
 # A Hetzner SSH key name (as shown by `hcloud ssh-key list`) or its numeric ID.
 _SSH_KEY_REF = re.compile(r"^\S(.{0,126}\S)?$")
@@ -102,18 +105,21 @@ class ConfigError(Exception):
     """Invalid stack configuration; the message is written for the operator."""
 
 
+# A validator may end its message with FIX_MARK + a fix specific to the value (e.g. the network
+# address of a CIDR with host bits); _format_errors puts it on the "fix:" line instead of the generic one.
+FIX_MARK = " \x00fix: "
+# A model-level validator (no field location) names its key with KEY_MARK + path at the very end.
+KEY_MARK = "\x00key: "
+
+
 def _fqdn(value: str) -> str:
-    if value != value.lower():
-        raise ValueError(f"'{value}' must be lowercase (Pingoo's ACME rejects upper case names)")
-    if "*" in value:
-        raise ValueError(f"'{value}' is a wildcard; Pingoo cannot obtain wildcard certificates")
-    if value.endswith("."):
-        raise ValueError(f"'{value}' must not end with a dot")
-    labels = value.split(".")
-    if len(labels) < 2 or len(value) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
-        raise ValueError(f"'{value}' is not a fully qualified domain name like 'api.example.com'")
-    if labels[-1].isdigit():
-        raise ValueError(f"'{value}' looks like an IP address; a DNS name is required")
+    problem = domain_problem(value)
+    if problem is not None:
+        suggestion = punycode_suggestion(value) if not value.isascii() else None
+        if suggestion:
+            # An IDN typed in Unicode: the fix is its A-label form.
+            problem += f"{FIX_MARK}pulumi config set --path '{{path}}' {suggestion}"
+        raise ValueError(problem)
     return value
 
 
@@ -136,7 +142,21 @@ def _cidr(value: str) -> str:
     try:
         network = ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
-        raise ValueError(f"'{value}' is not a CIDR such as '198.51.100.0/24' ({exc})") from None
+        try:
+            loose = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            six = ":" in value
+            example = "2001:db8::/48" if six else "198.51.100.0/24"
+            mine = "-6 https://ifconfig.me)/128" if six else "-4 https://ifconfig.me)/32"
+            raise ValueError(
+                f"'{value}' is not a CIDR such as '{example}' ({exc})"
+                f"{FIX_MARK}pulumi config set --path '{{path}}' \"$(curl -s {mine}\""
+            ) from None
+        # Host bits set: suggest the network of the same family, not an IPv4 example for IPv6.
+        raise ValueError(
+            f"'{value}' is not a CIDR: it has host bits set; the network is '{loose}'"
+            f"{FIX_MARK}pulumi config set --path '{{path}}' {loose}"
+        ) from None
     return str(network)
 
 
@@ -150,16 +170,26 @@ class _Model(BaseModel):
         populate_by_name=True,
         frozen=True,
         str_strip_whitespace=True,
+        # The docstring under each field is its description: the README's configuration reference
+        # and Pulumi.yaml's `config:` block are generated from it (tools/config_reference.py).
+        use_attribute_docstrings=True,
     )
 
 
 class ServerSettings(_Model):
     type: str = "cx23"
+    """Hetzner server type (changed in place; the server is stopped briefly). CX and CAX types are sold
+    in fsn1, nbg1, hel1 only; in ash, hil and sin use CPX (e.g. cpx22) or CCX; other pairs are refused."""
     location: str = "nbg1"
+    """Hetzner location: fsn1, nbg1, hel1, ash, hil or sin (replaces the server)."""
     image: str = DOCKER_CE_IMAGE
+    """Hetzner's docker-ce app image; ubuntu-24.04 or debian-12 get the distribution's docker.io, with
+    experimental on so that Docker < 27 accepts ip6tables (decision 0011) (replaces the server)."""
     name: str | None = None
+    """Server name; the volume, IPs, firewall and keys are named after it (default torrust-<stack>)."""
     # Hetzner's daily server backups (+20% of the server price); they do not include volumes.
     backups: bool = False
+    """Hetzner daily server backups (+20% of the server price; they do not include the volume)."""
 
     @field_validator("type")
     @classmethod
@@ -210,25 +240,55 @@ class ServerSettings(_Model):
 class SshSettings(_Model):
     # Public keys the program uploads to the Hetzner project (one hcloud.SshKey each) ...
     public_keys: list[str] = Field(default_factory=list)
+    """OpenSSH public keys for root, uploaded to the Hetzner project (changing them replaces the
+    server)."""
     # ... and keys already in the project, by name or numeric ID. Hetzner refuses a second key with
     # the same fingerprint (uniqueness_error), so a key that is already uploaded goes here.
     existing_keys: list[str] = Field(default_factory=list)
+    """SSH keys already in the Hetzner project, by name or numeric ID (`hcloud ssh-key list`), for root
+    as well: a key uploaded before or by another stack (Hetzner refuses a second key with the same
+    fingerprint). At least one key in publicKeys or existingKeys is required; changing them replaces
+    the server."""
     allowed_cidrs: list[Cidr] = Field(min_length=1)
+    """CIDRs allowed to reach port 22 (IPv4 and/or IPv6)."""
     # Optional path of the private key on the operator's machine; without it the ssh-agent is used.
     private_key_file: str | None = None
+    """Private key path on the machine running Pulumi (unset: ssh-agent); a passphrase-protected key
+    must be loaded in ssh-agent."""
     user: Literal["root"] = "root"
+    """SSH user (root only)."""
+    # 0.0.0.0/0 or ::/0 in allowedCidrs opens sshd to the internet; only with this explicit opt-in.
+    allow_from_anywhere: bool = False
+    """Opt-in for 0.0.0.0/0 or ::/0 in allowedCidrs (sshd open to the internet)."""
 
     @field_validator("public_keys")
     @classmethod
     def _keys(cls, values: list[str]) -> list[str]:
-        for value in values:
-            if not _SSH_PUBLIC_KEY.match(value):
-                raise ValueError(
-                    f"'{value[:40]}…' is not an OpenSSH public key ('ssh-ed25519 AAAA… comment')"
-                )
-        if len(set(values)) != len(values):
-            raise ValueError("the same public key is listed twice")
+        blobs: dict[bytes, int] = {}
+        for index, value in enumerate(values):
+            try:
+                _, blob, _ = parse_public_key(value)
+            except SshKeyError as exc:
+                shown = "" if "PRIVATE" in str(exc) else f"'{value[:40]}…' "
+                raise ValueError(f"key {index}: {shown}{exc}") from None
+            if blob in blobs:
+                # sshd compares the blob; the comment does not make a second key.
+                raise ValueError(f"keys {blobs[blob]} and {index} are the same public key")
+            blobs[blob] = index
         return values
+
+    @model_validator(mode="after")
+    def _anywhere(self) -> SshSettings:
+        everyone = [c for c in self.allowed_cidrs if ipaddress.ip_network(c).prefixlen == 0]
+        if everyone and not self.allow_from_anywhere:
+            raise ValueError(
+                f"{', '.join(everyone)} lets the whole internet reach sshd; list your own addresses, "
+                "or opt in with ssh.allowFromAnywhere=true"
+                f"{FIX_MARK}pulumi config set --path 'ssh.allowedCidrs[0]' \"$(curl -s https://ifconfig.me)/32\""
+                "   (or: pulumi config set --path 'ssh.allowFromAnywhere' true)"
+                f"{KEY_MARK}ssh.allowedCidrs"
+            )
+        return self
 
     @field_validator("allowed_cidrs")
     @classmethod
@@ -269,9 +329,13 @@ class SshSettings(_Model):
 
 class DomainSettings(_Model):
     tracker_api: Fqdn
+    """REST API name (Pingoo, 443)."""
     http_trackers: list[Fqdn] = Field(min_length=1, max_length=8)
+    """One to eight HTTP tracker names (Pingoo, 443), tracker ports 7070, 7071, ..."""
     grafana: Fqdn
+    """Grafana name (nginx, 3443; Pingoo redirects 443 to 3443)."""
     udp_tracker: Fqdn | None = None
+    """Name used in UDP announce URLs (unset: the server IPv4)."""
 
     @model_validator(mode="after")
     def _distinct(self) -> DomainSettings:
@@ -293,22 +357,30 @@ class DomainSettings(_Model):
 
 class AcmeSettings(_Model):
     email: str
+    """ACME account e-mail (Let's Encrypt refuses example.* and special-use domains)."""
     staging: bool = True
+    """Let's Encrypt staging for both Pingoo and certbot."""
 
     @field_validator("email")
     @classmethod
     def _email(cls, value: str) -> str:
-        if not _EMAIL.match(value):
-            raise ValueError(f"'{value}' is not an e-mail address")
+        problem = email_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
 class TrackerSettings(_Model):
     private: bool = False
+    """Private tracker (announce URLs need a key)."""
     udp_ports: list[int] = Field(default_factory=lambda: [6969], min_length=1, max_length=8)
+    """UDP tracker ports (1024-65535), published on IPv4 and IPv6."""
     database: Literal["sqlite3"] = "sqlite3"
+    """Database driver."""
     announce_interval: int = Field(default=300, ge=60, le=7200)
+    """Announce interval in seconds (60-7200)."""
     log_level: Literal["error", "warn", "info", "debug", "trace"] = "info"
+    """Tracker log threshold."""
 
     @field_validator("udp_ports")
     @classmethod
@@ -367,8 +439,12 @@ def _tracker_image(value: str) -> str:
 
 class ImageSettings(_Model):
     pingoo: ImageRef = "pingooio/pingoo:0.14.7"
+    """Pingoo image (0.14.9 has an ACME regression, pingoo PR #24; the program warns)."""
     nginx_certbot: ImageRef = "jonasal/nginx-certbot:6.2.0-nginx1.31.2"
+    """nginx+certbot image."""
     tracker: Annotated[ImageRef, AfterValidator(_tracker_image)] = TRACKER_IMAGE
+    """Torrust tracker image: the latest release; only v3.0.0 / 3.0.0 (optionally @sha256:...) are
+    accepted, see Pinning images."""
     # Newest patch of a supported line, as stored sources showed them on 2026-11-26 (read that day):
     # Prometheus 3.13 is an LTS line (supported until July 2027; 3.11 is end of life); 3.13.3 of
     # 2026-09-07 is the newest entry of github.com/prometheus/prometheus/releases ([SECURITY] Go
@@ -378,13 +454,20 @@ class ImageSettings(_Model):
     # 12.4.14-r0); a Grafana maintainer recommended "at least 12.4.11" on 2026-09-15
     # (grafana/grafana#118510). Release notes: github.com/grafana/grafana/blob/main/CHANGELOG.md.
     prometheus: ImageRef = "prom/prometheus:v3.13.3"
+    """Prometheus image (newest patch of the 3.13 LTS line, supported until July 2027, on 2026-11-26)."""
     grafana: ImageRef = "grafana/grafana:12.4.14"
+    """Grafana image (newest patch of 12.4, the last 12.x minor, supported until May 2027, on
+    2026-11-26; sources in core/settings.py)."""
     # Versions whose source was read for the values we hand them (docs/decisions/0010-alerts-from-inside.md).
     blackbox_exporter: ImageRef = "prom/blackbox-exporter:v0.28.0"
+    """Prometheus blackbox exporter image (probes the public endpoints)."""
     node_exporter: ImageRef = "prom/node-exporter:v1.12.1"
+    """Prometheus node exporter image (host metrics)."""
     alertmanager: ImageRef = "prom/alertmanager:v0.34.0"
+    """Alertmanager image."""
     # Turns the tracker's JSON /api/v1/stats into Prometheus metrics (v3.0.0 has no metrics endpoint).
     json_exporter: ImageRef = "prometheuscommunity/json-exporter:v0.7.0"
+    """json_exporter image (turns the tracker's JSON stats into Prometheus metrics)."""
 
     def mutable(self) -> list[str]:
         """Images pinned by a tag that upstream moves (no digest): worth a warning, not an error."""
@@ -400,10 +483,16 @@ class DataSettings(_Model):
     """The Hetzner Volume and Primary IPs that outlive the server."""
 
     volume_size: int = Field(default=20, ge=10, le=10240)
+    """Size in GB of the data volume (10-10240; can grow, never shrink)."""
     # Hetzner delete protection and Pulumi `protect` on the volume and the primary IPs. Turn it off
     # only for throwaway stacks that `pulumi destroy` must remove completely.
     delete_protection: bool = True
+    """Hetzner delete protection and Pulumi protect on the volume and the primary IPs; false only for
+    throwaway stacks that pulumi destroy must remove."""
 
+
+# Longest suffix components/host.py appends to the server name (SSH keys: -operator-<index>).
+DERIVED_NAME_SUFFIX = "-operator-99"
 
 _ON_CALENDAR = re.compile(r"^[A-Za-z0-9*:,./~ -]{1,64}$")
 
@@ -411,16 +500,27 @@ _ON_CALENDAR = re.compile(r"^[A-Za-z0-9*:,./~ -]{1,64}$")
 class BackupSettings(_Model):
     # systemd OnCalendar expression (see `man systemd.time`), in the server's time zone (UTC).
     schedule: str = "*-*-* 03:15:00"
+    """systemd OnCalendar expression of the on-server backup, in UTC (checked with systemd-analyze
+    calendar where available)."""
     retention_days: int = Field(default=14, ge=1, le=365)
+    """Days of backups kept on the volume (1-365)."""
 
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        shorthand = value in ("hourly", "daily", "weekly", "monthly")
-        if not _ON_CALENDAR.match(value) or not (shorthand or any(ch.isdigit() for ch in value)):
+        # The characters check keeps the value safe to render into the timer unit; the grammar is
+        # systemd's own (core/oncalendar.py).
+        if not _ON_CALENDAR.match(value):
             raise ValueError(
                 f"'{value}' is not a systemd OnCalendar expression such as '*-*-* 03:15:00' or 'daily'"
             )
+        try:
+            check_calendar(value)
+        except CalendarError as exc:
+            raise ValueError(
+                f"'{value}' is not a systemd OnCalendar expression such as '*-*-* 03:15:00' or 'daily' "
+                f"({exc})"
+            ) from None
         return value
 
 
@@ -433,15 +533,23 @@ class DnsSettings(_Model):
 
     # Name of an existing zone in the Hetzner Console (Cloud API zones); unset: DNS stays manual.
     zone: Fqdn | None = None
+    """Existing zone in the Hetzner Console (Cloud API zones) holding every public name; unset: DNS
+    stays manual."""
     # With a zone: create the A/AAAA/TXT/CAA records (false: the zone only names rDNS/docs).
     manage_records: bool = True
+    """With a zone: create the A/AAAA/TXT/CAA records (false: the zone only names rDNS and docs)."""
     ttl: int = Field(default=300, ge=60, le=86400)
+    """TTL in seconds of the managed records (60-86400)."""
     # Reverse DNS name of both Primary IPs; default: the UDP tracker name, else the API name.
     reverse_name: Fqdn | None = None
+    """Reverse DNS name of both Primary IPs (unset: the UDP tracker name, else the API name)."""
     # The gate before Pingoo and nginx+certbot: how long to wait for DNS, or skip it entirely.
     gate_timeout: int = Field(default=1800, ge=60, le=21600)
+    """Seconds the DNS gate waits before Pingoo and nginx+certbot start (60-21600)."""
     skip_gate: bool = False
+    """Skip the DNS gate entirely."""
     resolvers: list[str] = Field(default_factory=lambda: list(DEFAULT_RESOLVERS), min_length=1, max_length=5)
+    """IP addresses of the public DNS resolvers the gate asks (1-5)."""
 
     @field_validator("resolvers")
     @classmethod
@@ -467,11 +575,16 @@ class EmailReceiver(_Model):
     """E-mail over SMTP; the password (if the server wants one) is the secret alertSmtpPassword."""
 
     to: list[str] = Field(min_length=1)
+    """Recipient addresses."""
     sender: str = Field(alias="from")
+    """Sender address."""
     smarthost: str
+    """SMTP server as host:port."""
     username: str | None = None
+    """SMTP user (the password is the secret alertSmtpPassword)."""
     # STARTTLS required (Alertmanager's default); port 465 means implicit TLS to Alertmanager.
     require_tls: bool = True
+    """STARTTLS required (port 465 means implicit TLS)."""
 
     @field_validator("to")
     @classmethod
@@ -504,22 +617,30 @@ class TelegramReceiver(_Model):
     """Telegram bot messages to one chat; the bot token is the secret alertTelegramBotToken."""
 
     chat_id: int
+    """Telegram chat ID (the bot token is the secret alertTelegramBotToken)."""
 
 
 class SlackReceiver(_Model):
     """Optional channel override for the Slack incoming webhook (secret alertSlackWebhookUrl)."""
 
     channel: str | None = None
+    """Channel override for the incoming webhook (secret alertSlackWebhookUrl)."""
 
 
 class AlertThresholds(_Model):
     """When an alert fires (the numbers are explained in templates/prometheus/rules/)."""
 
     cert_warning_days: int = Field(default=14, ge=1, le=60)
+    """Warn when a certificate expires within this many days."""
     cert_critical_days: int = Field(default=7, ge=1, le=30)
+    """Critical when a certificate expires within this many days (below the warning)."""
     endpoint_down_minutes: int = Field(default=5, ge=1, le=60)
+    """Minutes a public endpoint may fail its probe before the alert fires."""
     disk_used_percent: int = Field(default=85, ge=50, le=99)
+    """Disk usage (percent) that fires the alert."""
     backup_max_age_hours: int = Field(default=26, ge=2, le=24 * 31)
+    """Age in hours of the newest backup that fires the alert; raise it if backup.schedule is less
+    than daily."""
 
     @model_validator(mode="after")
     def _ordered(self) -> AlertThresholds:
@@ -535,9 +656,13 @@ class AlertSettings(_Model):
     """Alert receivers (their secrets are top-level --secret keys, ALERT_SECRET_KEYS) and thresholds."""
 
     email: EmailReceiver | None = None
+    """E-mail receiver over SMTP."""
     telegram: TelegramReceiver | None = None
+    """Telegram bot receiver."""
     slack: SlackReceiver | None = None
+    """Slack incoming-webhook receiver."""
     thresholds: AlertThresholds = Field(default_factory=AlertThresholds)
+    """When alerts fire."""
 
 
 class StackSettings(_Model):
@@ -545,19 +670,45 @@ class StackSettings(_Model):
 
     stack: str
     server: ServerSettings = Field(default_factory=ServerSettings)
+    """The Hetzner Cloud server."""
     ssh: SshSettings
+    """SSH access for the operator and for Pulumi."""
     domains: DomainSettings
+    """Public DNS names (lowercase, under a public TLD)."""
     acme: AcmeSettings
+    """Certificates from Let's Encrypt."""
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
+    """The Torrust tracker."""
     images: ImageSettings = Field(default_factory=ImageSettings)
+    """Container images, pinned."""
     data: DataSettings = Field(default_factory=DataSettings)
+    """The Hetzner Volume and Primary IPs that outlive the server."""
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    """Scheduled backups on the server."""
     dns: DnsSettings = Field(default_factory=DnsSettings)
+    """DNS records: managed at a provider by this program, or created by hand."""
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    """Alerting: Alertmanager receivers and what is probed."""
 
     @property
     def server_name(self) -> str:
         return self.server.name or f"torrust-{self.stack}".lower().replace("_", "-")
+
+    @model_validator(mode="after")
+    def _derived_names(self) -> StackSettings:
+        # Hetzner names the server after a hostname label (RFC 1123: at most 63 characters), and the
+        # other resources after the server (components/host.py: -firewall, -data, -ipv4/-ipv6,
+        # -operator-<n>); the longest derived name must fit as well.
+        longest = f"{self.server_name}{DERIVED_NAME_SUFFIX}"
+        if len(longest) > 63:
+            source = "server.name" if self.server.name else f"the stack name '{self.stack}'"
+            raise ValueError(
+                f"server name '{self.server_name}' (from {source}) is too long: '{longest}' has "
+                f"{len(longest)} characters, at most 63 are allowed"
+                f"{FIX_MARK}pulumi config set --path 'server.name' torrust-prod   (at most "
+                f"{63 - len(DERIVED_NAME_SUFFIX)} characters){KEY_MARK}server.name"
+            )
+        return self
 
 
 # Example values used in the "how to fix" line of each error, keyed by top-level key.
@@ -575,14 +726,15 @@ _FIX_EXAMPLES: dict[str, str] = {
     " from `hcloud ssh-key list`)",
     "ssh.allowedCidrs": "pulumi config set --path 'ssh.allowedCidrs[0]' 198.51.100.7/32",
     "ssh.privateKeyFile": "pulumi config set --path 'ssh.privateKeyFile' ~/.ssh/id_ed25519",
+    "ssh.allowFromAnywhere": "pulumi config set --path 'ssh.allowFromAnywhere' false",
     "ssh.user": "pulumi config rm --path 'ssh.user'",
     "domains": "pulumi config set --path 'domains.trackerApi' api.example.com",
     "domains.trackerApi": "pulumi config set --path 'domains.trackerApi' api.example.com",
     "domains.httpTrackers": "pulumi config set --path 'domains.httpTrackers[0]' http1.example.com",
     "domains.grafana": "pulumi config set --path 'domains.grafana' grafana.example.com",
     "domains.udpTracker": "pulumi config set --path 'domains.udpTracker' udp1.example.com",
-    "acme": "pulumi config set --path 'acme.email' admin@example.com",
-    "acme.email": "pulumi config set --path 'acme.email' admin@example.com",
+    "acme": "pulumi config set --path 'acme.email' admin@tracker.example.org",
+    "acme.email": "pulumi config set --path 'acme.email' you@your-domain.org",
     "acme.staging": "pulumi config set --path 'acme.staging' true",
     "tracker.private": "pulumi config set --path 'tracker.private' false",
     "tracker.udpPorts": "pulumi config set --path 'tracker.udpPorts[0]' 6969",
@@ -650,25 +802,89 @@ def _key_path(loc: tuple[str | int, ...]) -> str:
     return path
 
 
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The settings model class that holds the key at `loc` (by alias), for "did you mean"."""
+    model: type[BaseModel] = StackSettings
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def known_keys(model: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items() if name != "stack"]
+
+
+def did_you_mean(key: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in candidates}
+        close = [lowered[key.lower()]] if key.lower() in lowered else []
+    return f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(candidates)}"
+
+
 def _format_errors(error: ValidationError) -> str:
     lines = ["Invalid stack configuration:"]
     for item in error.errors():
         loc = tuple(part for part in item["loc"] if part != "stack")
         path = _key_path(loc)
         message = item["msg"].removeprefix("Value error, ")
+        if KEY_MARK in message:
+            message, path = message.split(KEY_MARK, 1)
+        specific_fix = None
+        if FIX_MARK in message:
+            message, specific_fix = message.split(FIX_MARK, 1)
         if item["type"] == "missing":
             message = "is required but not set"
         elif item["type"] == "extra_forbidden":
-            message = "is not a known setting (typo?)"
+            model = _model_at(loc)
+            hint = did_you_mean(str(loc[-1]), known_keys(model)) if model else ""
+            message = f"is not a known setting{hint}"
         index_free = re.sub(r"\[\d+\]$", "", path)
         fix = _fix_for(index_free)
         if item["type"] == "extra_forbidden":
             fix = f"pulumi config rm --path '{path}'"
+        if specific_fix is not None:
+            fix = specific_fix.replace("{path}", path)
         lines.append(f"  - {PROJECT}:{path}: {message}\n      fix: {fix}")
     return "\n".join(lines)
 
 
 ConfigReader = Callable[[str], Any]
+
+# Keys of other namespaces (providers) that hold credentials: they must be Pulumi secrets too.
+_SECRET_LIKE = re.compile(r"token|password|passphrase|secret|api_?key|private_?key|credential", re.I)
+
+
+def check_config_keys(keys: Iterable[str], is_secret: Callable[[str], bool]) -> list[str]:
+    """Problems with the set of configured keys (names only: values of other namespaces are never
+    read, so whatever they hold cannot take the program down).
+
+    Every key of our namespace must be a known setting (a typo would be silently ignored), and a
+    credential of any namespace (`hcloud:token`) must not sit in plain text in the stack file.
+    """
+    known = sorted(
+        set(STRUCTURED_KEYS) | set(known_keys(StackSettings)) | set(SECRET_KEYS) | set(ALERT_SECRET_KEYS)
+    )
+    problems: list[str] = []
+    for full_key in sorted(set(keys)):
+        namespace, _, name = full_key.partition(":")
+        if namespace == PROJECT and name not in known:
+            problems.append(
+                f"  - {full_key}: is not a known setting{did_you_mean(name, known)}\n"
+                f"      fix: pulumi config rm {shlex.quote(name)}"
+            )
+        elif namespace != PROJECT and _SECRET_LIKE.search(name) and not is_secret(full_key):
+            problems.append(
+                f"  - {full_key}: is stored in plain text in the stack file\n"
+                f"      fix: pulumi config set --secret {full_key} <value>   (then rotate it: it was exposed)"
+            )
+    return problems
 
 
 def load_settings(stack: str, read_object: ConfigReader) -> StackSettings:

@@ -41,12 +41,18 @@ Deploy = Callable[..., ProgramRun]
 
 @pytest.fixture
 def deploy() -> Deploy:
-    """Run the program once with the dev stack config, changed by `changes` (key -> value or None)."""
+    """Run the program once with the dev stack config, changed by `changes` (key -> value or None).
+
+    `preview=False` runs it as `pulumi up` (documentation-only values are refused then).
+    """
 
     def run(
         changes: dict[str, Any] | None = None,
         secrets: dict[str, str | None] | None = None,
         stack: str = "dev",
+        preview: bool = True,
+        extra: dict[str, Any] | None = None,
+        extra_secret_keys: list[str] | None = None,
     ) -> ProgramRun:
         config = dev_config()
         for key, value in (changes or {}).items():
@@ -62,6 +68,9 @@ def deploy() -> Deploy:
             if value is not None:
                 flat[f"{PROJECT}:{key}"] = value
                 secret_keys.append(f"{PROJECT}:{key}")
-        return run_program(stack, flat, secret_keys)
+        # Keys of any namespace, as the CLI passes them (full key -> string value).
+        flat.update(extra or {})
+        secret_keys += extra_secret_keys or []
+        return run_program(stack, flat, secret_keys, preview=preview)
 
     return run

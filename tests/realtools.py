@@ -50,6 +50,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_ENV = "REQUIRE_REAL_TOOLS"
 LOOPBACK4 = "127.0.0.1"
 LOOPBACK6 = "::1"
+# Plan folders (files/<resource>/) of files installed on the host by a remote Command.
+HOST_INSTALLS = ("backups-install",)
 
 
 # --- Tools ---------------------------------------------------------------------------------------
@@ -263,6 +265,8 @@ class RenderedPlan:
         for path in sorted(files_dir.rglob("*")):
             if path.is_file():
                 resource, *inner = path.relative_to(files_dir).parts
+                if resource in HOST_INSTALLS:
+                    continue  # host files a remote command installs, not container uploads
                 result[f"{resource}:/{'/'.join(inner)}"] = path
         return result
 

@@ -60,9 +60,8 @@ def test_docker_context_in_the_environment_is_refused(
 
 SERVER = "hcloud:index/server:Server"
 SSH_KEY = "hcloud:index/sshKey:SshKey"
-OPERATOR_KEY = (
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleOperatorKeyReplaceWithYourOwn00000 operator@example.com"
-)
+# The example stack's key: a real public key (the program parses the key blob).
+OPERATOR_KEY = dev_config()["ssh"]["publicKeys"][0]
 
 
 def ssh_config(**keys: Any) -> dict[str, Any]:

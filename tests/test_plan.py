@@ -29,6 +29,9 @@ EXPECTED_FILES = {
     "files/grafana/etc/grafana/dashboards/torrust/tracker-overview.json",
     "files/grafana/etc/grafana/dashboards/torrust/tracker-protocols.json",
     "files/grafana/etc/grafana/dashboards/torrust/endpoints.json",
+    "files/backups-install/usr/local/sbin/torrust-backup",
+    "files/backups-install/etc/systemd/system/torrust-backup.service",
+    "files/backups-install/etc/systemd/system/torrust-backup.timer",
     "cloud-init.yaml",
     "plan.json",
 }
@@ -65,7 +68,7 @@ def test_plan_writes_every_file(plan_dir: Path) -> None:
 def test_plan_json_shape(plan_dir: Path) -> None:
     plan = load_plan(plan_dir)
     assert plan["stack"] == "dev" and plan["project"] == "torrust-hybrid-tls"
-    assert set(plan) == {"stack", "project", "resources", "outputs"}
+    assert set(plan) == {"stack", "project", "resources", "outputs", "notes"}
     for resource in plan["resources"]:
         assert set(resource) == {"urn", "type", "name", "parent", "inputs", "options"}
         assert {
@@ -147,3 +150,73 @@ def test_plan_is_deterministic(plan_dir: Path, tmp_path: Path) -> None:
         return {r["urn"]: r for r in load_plan(directory)["resources"]}
 
     assert by_urn(tmp_path / "again") == by_urn(plan_dir)
+
+
+def test_plan_labels_mock_addresses(plan_dir: Path, tmp_path: Path) -> None:
+    plan = load_plan(plan_dir)
+    assert "mock addresses" in plan["notes"]["mockAddresses"]
+    assert plan["outputs"]["serverIpv4"] in plan["notes"]["mockAddresses"]
+    result = run_plan(tmp_path / "out")
+    assert "DNS records to create (mock addresses):" in result.stdout
+    assert "refused by `pulumi up`): domains.trackerApi, domains.grafana" in result.stderr
+    assert f"{plan['outputs']['serverIpv4']} and {plan['outputs']['serverIpv6']} are mock" in result.stdout
+
+
+def test_plan_writes_the_backup_script_and_units(plan_dir: Path) -> None:
+    from core.backup import render_backup_script, render_backup_service, render_backup_timer
+    from core.settings import load_settings
+    from tests.conftest import dev_config
+
+    settings = load_settings("dev", dev_config().get)
+    base = plan_dir / "files/backups-install"
+    assert (base / "usr/local/sbin/torrust-backup").read_text() == render_backup_script(settings)
+    assert (base / "etc/systemd/system/torrust-backup.service").read_text() == render_backup_service(settings)
+    assert (base / "etc/systemd/system/torrust-backup.timer").read_text() == render_backup_timer(settings)
+
+
+def test_plan_stderr_is_clean(tmp_path: Path) -> None:
+    """Only notes, warnings and the config message: no Python or asyncio traceback."""
+    good = run_plan(tmp_path / "good")
+    document = yaml.safe_load((REPO_ROOT / "Pulumi.dev.yaml").read_text())
+    document["config"]["torrust-hybrid-tls:backup"] = {"schedule": "99:99"}
+    stack_file = tmp_path / "Pulumi.dev.yaml"
+    stack_file.write_text(yaml.safe_dump(document))
+    bad = run_plan(tmp_path / "bad", stack_file)
+    assert (good.returncode, bad.returncode) == (0, 2)
+    for stderr in (good.stderr, bad.stderr):
+        for marker in ("Traceback", "Task exception", "Task was destroyed", "asyncio", "Exception ignored"):
+            assert marker not in stderr, stderr
+    assert "torrust-hybrid-tls:backup.schedule: '99:99'" in bad.stderr
+
+
+def test_plan_refuses_a_duplicate_key(tmp_path: Path) -> None:
+    text = (
+        (REPO_ROOT / "Pulumi.dev.yaml")
+        .read_text()
+        .replace("    location: nbg1\n", "    location: nbg1\n    location: fsn1\n")
+    )
+    stack_file = tmp_path / "Pulumi.dev.yaml"
+    stack_file.write_text(text)
+    result = run_plan(tmp_path / "out", stack_file)
+    assert result.returncode == 2
+    assert "key 'location' is given twice" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_plan_survives_an_alias_bomb_in_another_namespace(tmp_path: Path) -> None:
+    lines = ["  other:bomb:", '    a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    previous = "a"
+    for name in "bcdefghijk":
+        lines.append(f"    {name}: &{name} [{', '.join(['*' + previous] * 9)}]")
+        previous = name
+    text = (REPO_ROOT / "Pulumi.dev.yaml").read_text() + "\n".join(lines) + "\n"
+    stack_file = tmp_path / "Pulumi.dev.yaml"
+    stack_file.write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.plan", "--out", str(tmp_path / "out"), "--stack-file", str(stack_file)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,  # 9**10 expanded strings would not finish in time (or memory)
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr

@@ -708,7 +708,7 @@ def test_canary_secrets_never_reach_plan_files(deploy: Deploy, tmp_path: Path) -
     run = deploy(secrets=dict(canaries))
     write_plan("dev", run, tmp_path / "plan", {f"torrust-hybrid-tls:{k}": v for k, v in canaries.items()})
     written = {p: p.read_text() for p in (tmp_path / "plan").rglob("*") if p.is_file()}
-    assert len(written) == 16
+    assert len(written) == 19  # incl. the backup script and its two units
     for path, text in written.items():
         for value in canaries.values():
             assert value not in text, path

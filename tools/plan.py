@@ -3,7 +3,8 @@
 Runs the program under mocks with Pulumi.<stack>.yaml (secure values replaced by placeholders), no
 Pulumi CLI, no cloud, no Docker, and writes build/plan/<stack>/:
   plan.json                       resources in registration order with inputs and options, outputs
-  files/<resource>/<path>         every file uploaded into a container
+  files/<resource>/<path>         every file uploaded into a container or installed by a remote
+                                  command (the backup script and its systemd units)
   cloud-init.yaml                 the server's user data
 Secret values appear as "[secret]" in plan.json; files only ever contain placeholders.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import shutil
 import sys
 from collections.abc import Mapping
@@ -21,11 +23,18 @@ from typing import Any
 
 import yaml
 
-from core.settings import PROJECT, SECRET_KEYS
-from tools.mocks import Registration, masked, reveal
+from core.examples import documentation_values
+from core.settings import PROJECT, SECRET_KEYS, ConfigError, load_settings
+from tools.mocks import EXAMPLE_IPV4, EXAMPLE_IPV6, Registration, masked, reveal
 from tools.program import REPO_ROOT, ProgramRun, run_program
 
 PLACEHOLDER = "<plan-placeholder:{key}>"
+MOCK_ADDRESSES_NOTE = (
+    f"{EXAMPLE_IPV4} and {EXAMPLE_IPV6} are mock addresses (documentation ranges) from the offline "
+    "plan; Hetzner assigns the real ones at `pulumi up` (pulumi stack output serverIpv4 / serverIpv6)"
+)
+# Values of other namespaces are never parsed by the program; the plan passes this instead of them.
+NOT_READ = "<plan: value of another namespace, not read>"
 
 
 class PlanError(Exception):
@@ -48,19 +57,55 @@ def _replace_secure(key: str, value: Any, secret_keys: list[str], full_key: str)
     return value
 
 
+class _StackFileLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping, as the Pulumi CLI does (its YAML
+    library, go-yaml v3, fails with 'mapping key ... already defined'); PyYAML keeps the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise PlanError(
+                    f"line {key_node.start_mark.line + 1}: key '{key}' is given twice in the same "
+                    f"mapping (first on line {seen[key]}); the Pulumi CLI refuses the file"
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_stack_document(text: str, name: str) -> dict[str, Any]:
+    try:
+        document = yaml.load(text, Loader=_StackFileLoader) or {}  # a SafeLoader
+    except yaml.YAMLError as exc:
+        raise PlanError(f"{name} is not valid YAML: {exc}") from None
+    if not isinstance(document, dict):
+        raise PlanError(f"{name}: the stack file must be a mapping with a `config:` key")
+    return document
+
+
 def load_stack_config(stack_file: Path) -> tuple[dict[str, Any], list[str], list[str]]:
     """Config map, secret keys, and notes about placeholders the plan had to add."""
     if not stack_file.is_file():
         raise PlanError(
             f"{stack_file} does not exist; create it with `pulumi stack init` and `pulumi config set`"
         )
-    document = yaml.safe_load(stack_file.read_text()) or {}
+    document = read_stack_document(stack_file.read_text(), stack_file.name)
     raw = document.get("config") or {}
     if not isinstance(raw, dict):
         raise PlanError(f"{stack_file}: `config:` must be a mapping")
     secret_keys: list[str] = []
     config: dict[str, Any] = {}
     for key, value in raw.items():
+        if not str(key).startswith(PROJECT + ":"):
+            # Only our namespace is walked: another namespace's value (a YAML alias bomb, say) is
+            # neither expanded nor serialised. Its secure-ness still counts (plain-text secrets).
+            if isinstance(value, dict) and set(value) == {"secure"}:
+                secret_keys.append(key)
+                config[key] = placeholder(key)
+            else:
+                config[key] = value if isinstance(value, str | int | float | bool) else NOT_READ
+            continue
         config[key] = _replace_secure(key, value, secret_keys, key)
     notes = [
         f"{PROJECT}:{key} is not set in {stack_file.name}: the program generates it (pulumi-random)"
@@ -89,6 +134,28 @@ def uploaded_files(registrations: list[Registration]) -> dict[str, dict[str, str
             continue
         for upload in reveal(registration.inputs.get("uploads") or []):
             files.setdefault(registration.name, {})[upload["file"]] = upload.get("content", "")
+    return files
+
+
+# What core/backup.py's _heredoc_install writes: install ... /dev/stdin <path> <<'<delimiter>'
+_HEREDOC_INSTALL = re.compile(
+    r"^install -m [0-7]+ -o root -g root /dev/stdin (?P<path>\S+) <<'(?P<delim>[A-Z0-9_]+)'\n"
+    r"(?P<body>.*?)^(?P=delim)\n",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def installed_files(registrations: list[Registration]) -> dict[str, dict[str, str]]:
+    """resource name -> {path on the host: content} for files a remote Command installs."""
+    files: dict[str, dict[str, str]] = {}
+    for registration in registrations:
+        if registration.type != "command:remote:Command":
+            continue
+        script = reveal(registration.inputs.get("create") or "")
+        if not isinstance(script, str):
+            continue
+        for match in _HEREDOC_INSTALL.finditer(script):
+            files.setdefault(registration.name, {})[match.group("path")] = match.group("body")
     return files
 
 
@@ -123,12 +190,16 @@ def write_plan(
         "project": PROJECT,
         "resources": [resource_record(r) for r in registrations],
         "outputs": masked(run.outputs),
+        "notes": {"mockAddresses": MOCK_ADDRESSES_NOTE},
     }
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     (out_dir / "plan.json").write_text(json.dumps(plan, indent=2, sort_keys=False) + "\n")
-    for resource, files in uploaded_files(registrations).items():
+    rendered = uploaded_files(registrations)
+    for resource, installed in installed_files(registrations).items():
+        rendered.setdefault(resource, {}).update(installed)
+    for resource, files in rendered.items():
         for path, content in files.items():
             target = out_dir / "files" / resource / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -162,10 +233,26 @@ def summary(plan: dict[str, Any], out_dir: Path) -> str:
     lines += ["", "Endpoints:"]
     endpoints = plan["outputs"].get("endpoints", {})
     lines.append(json.dumps(endpoints, indent=2))
-    lines += ["", "DNS records to create:"]
+    lines += ["", f"Note: {MOCK_ADDRESSES_NOTE}."]
+    lines += ["", "DNS records to create (mock addresses):"]
     for record in plan["outputs"].get("dnsRecords", []):
         lines.append(f"  {record['name']:<40} {record['type']:<5} {record['value']}")
     return "\n".join(lines)
+
+
+def documentation_notes(stack: str, config: Mapping[str, Any]) -> list[str]:
+    """The example stack's documentation-only values, which `pulumi up` refuses (core/examples.py)."""
+    try:
+        settings = load_settings(stack, lambda key: config.get(f"{PROJECT}:{key}"))
+    except ConfigError:
+        return []
+    found = documentation_values(settings)
+    if not found:
+        return []
+    keys = ", ".join(path for path, _ in found)
+    return [
+        f"documentation-only values (fine for this plan and `pulumi preview`, refused by `pulumi up`): {keys}"
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         run = run_program(args.stack, config, secret_keys)
         secret_values = {key: str(config[key]) for key in secret_keys if isinstance(config.get(key), str)}
         plan = write_plan(args.stack, run, out_dir, secret_values)
+        for note in documentation_notes(args.stack, config):
+            print(f"note: {note}", file=sys.stderr)
     except PlanError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -18,15 +18,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MAIN = REPO_ROOT / "__main__.py"
 
 
-def configure(stack: str, config: dict[str, Any], secret_keys: list[str]) -> RecordingMonitor:
-    """Fresh settings, root stack, config and mocks. Call before running the program."""
+def configure(
+    stack: str, config: dict[str, Any], secret_keys: list[str], *, preview: bool = True
+) -> RecordingMonitor:
+    """Fresh settings, root stack, config and mocks. Call before running the program.
+
+    `preview=True` (the default, like `pulumi preview` and the offline plan) lets the example
+    stack's documentation-only values through; `preview=False` is `pulumi up`, which refuses them.
+    """
     # reset_options clears the root Stack so that every run starts from a new one.
     pulumi_settings.reset_options(project=PROJECT, stack=stack)
     flat = {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
     pulumi.runtime.set_all_config(flat, secret_keys)
     mocks = DeploymentMocks()
     monitor = RecordingMonitor(mocks)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     return monitor
 
 
@@ -55,9 +61,11 @@ class ProgramRun:
     outputs: dict[str, Any]
 
 
-def run_program(stack: str, config: dict[str, Any], secret_keys: list[str]) -> ProgramRun:
+def run_program(
+    stack: str, config: dict[str, Any], secret_keys: list[str], *, preview: bool = True
+) -> ProgramRun:
     """Configure, run and wait for the whole program (outside of any test framework)."""
-    monitor = configure(stack, config, secret_keys)
+    monitor = configure(stack, config, secret_keys, preview=preview)
     holder: dict[str, Any] = {}
 
     @pulumi.runtime.test
