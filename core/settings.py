@@ -39,6 +39,10 @@ ALERT_SECRET_KEYS = (
     "alertSlackWebhookUrl",
     "alertTelegramBotToken",
 )
+# backup.offsite: the restic repository password (top-level secret; generated when unset). A new
+# stack restoring an old stack's repository sets it to the old stack's offsiteResticPassword.
+RESTIC_PASSWORD_KEY = "offsiteResticPassword"
+RESTIC_PASSWORD_MIN_LENGTH = 24
 
 # Secrets that travel inside a URL: tracker v3.0.0 takes the admin token only as `?token=` (its
 # src/servers/apis/v1/middlewares/auth.rs) and Prometheus hands json_exporter the stats URL with it.
@@ -408,20 +412,121 @@ class DataSettings(_Model):
 _ON_CALENDAR = re.compile(r"^[A-Za-z0-9*:,./~ -]{1,64}$")
 
 
-class BackupSettings(_Model):
-    # systemd OnCalendar expression (see `man systemd.time`), in the server's time zone (UTC).
-    schedule: str = "*-*-* 03:15:00"
-    retention_days: int = Field(default=14, ge=1, le=365)
+def _on_calendar(value: str) -> str:
+    shorthand = value in ("hourly", "daily", "weekly", "monthly")
+    if not _ON_CALENDAR.match(value) or not (shorthand or any(ch.isdigit() for ch in value)):
+        raise ValueError(
+            f"'{value}' is not a systemd OnCalendar expression such as '*-*-* 03:15:00' or 'daily'"
+        )
+    return value
 
-    @field_validator("schedule")
+
+OnCalendar = Annotated[str, AfterValidator(_on_calendar)]
+
+# Storage Box locations (Falkenstein, Helsinki); the Hetzner API has the final word.
+STORAGE_BOX_LOCATIONS = ("fsn1", "hel1")
+_STORAGE_BOX_TYPE = re.compile(r"^bx[0-9]{2}$")
+# restic repository locations we document and test (sftp: tested against OpenSSH's sshd).
+_RESTIC_REPOSITORY = re.compile(r"^(sftp:|s3:|rest:|b2:|azure:|gs:|swift:|rclone:)\S+$")
+_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+_SECRET_KEY = re.compile(r"^[a-z][A-Za-z0-9]{2,63}$")
+# Set by the scripts themselves; a credential must not override them.
+_RESERVED_ENV = ("RESTIC_REPOSITORY", "RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND")
+
+
+class StorageBoxSettings(_Model):
+    """A Hetzner Storage Box the program creates (hcloud.StorageBox, api.hetzner.com)."""
+
+    type: str = "bx11"
+    location: str = "fsn1"
+
+    @field_validator("type")
     @classmethod
-    def _schedule(cls, value: str) -> str:
-        shorthand = value in ("hourly", "daily", "weekly", "monthly")
-        if not _ON_CALENDAR.match(value) or not (shorthand or any(ch.isdigit() for ch in value)):
+    def _type(cls, value: str) -> str:
+        if not _STORAGE_BOX_TYPE.match(value):
+            raise ValueError(f"'{value}' is not a Storage Box type such as 'bx11' or 'bx21'")
+        return value
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, value: str) -> str:
+        if value not in STORAGE_BOX_LOCATIONS:
+            raise ValueError(f"'{value}' has no Storage Boxes; use one of {', '.join(STORAGE_BOX_LOCATIONS)}")
+        return value
+
+
+class OffsiteSettings(_Model):
+    """Off-site copies of the local backups with restic (docs/backup-restore.md)."""
+
+    # none: local backups only; storageBox: a Storage Box the program creates; restic: any restic
+    # repository the operator already has (`repository` plus `credentials`).
+    kind: Literal["none", "storageBox", "restic"] = "none"
+    storage_box: StorageBoxSettings = Field(default_factory=StorageBoxSettings)
+    repository: str | None = None
+    # Environment variable restic reads -> top-level secret config key holding its value, e.g.
+    # {AWS_ACCESS_KEY_ID: offsiteAwsAccessKeyId}. Each key must be set with --secret.
+    credentials: dict[str, str] = Field(default_factory=dict)
+    keep_daily: int = Field(default=7, ge=1, le=366)
+    keep_weekly: int = Field(default=5, ge=0, le=520)
+    keep_monthly: int = Field(default=12, ge=0, le=1200)
+    # `restic check --read-data-subset` on its own timer.
+    check_schedule: OnCalendar = "Sun *-*-* 05:00:00"
+    check_subset: str = "5%"
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str | None) -> str | None:
+        if value is not None and not _RESTIC_REPOSITORY.match(value):
             raise ValueError(
-                f"'{value}' is not a systemd OnCalendar expression such as '*-*-* 03:15:00' or 'daily'"
+                f"'{value}' is not a restic repository such as 'sftp://user@host:23/torrust', "
+                "'s3:https://host/bucket/torrust' or 'rest:https://host:8000/torrust'"
             )
         return value
+
+    @field_validator("credentials")
+    @classmethod
+    def _credentials(cls, value: dict[str, str]) -> dict[str, str]:
+        for env, key in value.items():
+            if not _ENV_NAME.match(env) or env in _RESERVED_ENV:
+                raise ValueError(
+                    f"'{env}' is not an environment variable name restic reads (nor a reserved one)"
+                )
+            if not _SECRET_KEY.match(key) or key in (
+                *SECRET_MIN_LENGTHS,
+                *STRUCTURED_KEYS,
+                RESTIC_PASSWORD_KEY,
+            ):
+                raise ValueError(
+                    f"'{key}' is not a free top-level config key name such as 'offsiteAwsSecretKey'"
+                )
+        return value
+
+    @field_validator("check_subset")
+    @classmethod
+    def _subset(cls, value: str) -> str:
+        # restic accepts n/t, a percentage or a size; we allow the percentage and n/t forms.
+        if not re.fullmatch(r"(100|[1-9][0-9]?(\.[0-9]+)?)%|[1-9][0-9]*/[1-9][0-9]*", value):
+            raise ValueError(f"'{value}' is not a restic --read-data-subset such as '5%' or '1/7'")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> OffsiteSettings:
+        if self.kind == "restic" and not self.repository:
+            raise ValueError("kind 'restic' needs a repository (backup.offsite.repository)")
+        if self.kind != "restic" and (self.repository or self.credentials):
+            raise ValueError("repository and credentials are only used with kind 'restic'")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.kind != "none"
+
+
+class BackupSettings(_Model):
+    # systemd OnCalendar expression (see `man systemd.time`), in the server's time zone (UTC).
+    schedule: OnCalendar = "*-*-* 03:15:00"
+    retention_days: int = Field(default=14, ge=1, le=365)
+    offsite: OffsiteSettings = Field(default_factory=OffsiteSettings)
 
 
 # Public resolvers the DNS gate asks, as Let's Encrypt resolves from the open internet.
@@ -614,6 +719,23 @@ _FIX_EXAMPLES: dict[str, str] = {
     "alerts.thresholds.backupMaxAgeHours": (
         "pulumi config set --path 'alerts.thresholds.backupMaxAgeHours' 26"
     ),
+    "backup.offsite": "pulumi config set --path 'backup.offsite.kind' storageBox",
+    "backup.offsite.kind": "pulumi config set --path 'backup.offsite.kind' storageBox",
+    "backup.offsite.storageBox.type": "pulumi config set --path 'backup.offsite.storageBox.type' bx11",
+    "backup.offsite.storageBox.location": (
+        "pulumi config set --path 'backup.offsite.storageBox.location' fsn1"
+    ),
+    "backup.offsite.repository": "pulumi config set --path 'backup.offsite.repository' sftp://user@host:23/torrust",
+    "backup.offsite.credentials": (
+        "pulumi config set --path 'backup.offsite.credentials.AWS_ACCESS_KEY_ID' offsiteAwsAccessKeyId"
+    ),
+    "backup.offsite.keepDaily": "pulumi config set --path 'backup.offsite.keepDaily' 7",
+    "backup.offsite.keepWeekly": "pulumi config set --path 'backup.offsite.keepWeekly' 5",
+    "backup.offsite.keepMonthly": "pulumi config set --path 'backup.offsite.keepMonthly' 12",
+    "backup.offsite.checkSchedule": (
+        "pulumi config set --path 'backup.offsite.checkSchedule' 'Sun *-*-* 05:00:00'"
+    ),
+    "backup.offsite.checkSubset": "pulumi config set --path 'backup.offsite.checkSubset' 5%",
 }
 
 _IMAGE_EXAMPLES = {
