@@ -12,7 +12,9 @@ Needs root (sshd's chroot and user switch, the tmpfs for the disk-full case).
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
+import json
 import os
 import pwd
 import re
@@ -20,10 +22,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -550,3 +555,66 @@ def test_metrics_file_is_valid_for_prometheus(stack: Stack, sftp: SftpServer) ->
         )
         assert result.returncode == 0, result.stdout + result.stderr
     assert not list((stack.etc / "metrics").glob(".*")), "no temp files left behind"
+
+
+def restic_json(stack: Stack, restic: str, *args: str) -> Any:
+    """restic with the stack's env file (as the scripts source it), JSON output parsed."""
+    env_file = stack.etc / "offsite.env"
+    script = f'set -a; . {env_file}; set +a; exec "$0" -o "sftp.args=$TORRUST_RESTIC_SFTP_ARGS" "$@"'
+    result = run(
+        [stack.env["BASH"], "-c", script, restic, *args, "--json"], env=stack.env, timeout=120, check=True
+    )
+    # `backup --json` prints one JSON message per line, the summary last.
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_retention_forgets_and_prunes_old_snapshots(stack: Stack, sftp: SftpServer, restic: str) -> None:
+    stack.write_env(sftp.repository, sftp)
+    keep_one = {"TORRUST_KEEP_DAILY": "1", "TORRUST_KEEP_WEEKLY": "0", "TORRUST_KEEP_MONTHLY": "0"}
+    assert stack.backup(**keep_one).returncode == 0
+    time.sleep(1.1)  # a new stamp
+    second = stack.backup(**keep_one)
+    assert second.returncode == 0, second.stdout + second.stderr
+    snapshots = restic_json(stack, restic, "snapshots")
+    # Both runs were on the same day: --keep-daily 1 keeps the newer one only.
+    assert len(snapshots) == 1
+    assert snapshots[0]["hostname"] == "torrust-dev" and "torrust-backup" in snapshots[0]["tags"]
+    stamp = next(tag for tag in snapshots[0]["tags"] if tag.startswith("stamp-"))
+    assert stamp.removeprefix("stamp-") in second.stdout
+    assert "remove 1 snapshots" in second.stdout.lower() or "removed" in second.stdout.lower()
+
+
+def test_restore_refuses_a_snapshot_that_does_not_verify(
+    stack: Stack, sftp: SftpServer, restic: str, tmp_path: Path
+) -> None:
+    stack.write_env(sftp.repository, sftp)
+    assert stack.backup().returncode == 0
+    # A snapshot the backup script would never make: a torn database, a certificate with the
+    # wrong key, a broken acme.json.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    raw = stack.tracker_db.read_bytes()
+    torn = bytearray(raw)
+    torn[4096 : 4096 + 8192] = os.urandom(8192)
+    (bad / "tracker-db.sqlite3.gz").write_bytes(gzip.compress(bytes(torn)))
+    pingoo = bad / "pingoo"
+    pingoo.mkdir()
+    shutil.copy(stack.pingoo_tls / "api.example.com.pem", pingoo / "api.example.com.pem")
+    shutil.copy(stack.letsencrypt / "archive" / "grafana" / "privkey1.pem", pingoo / "api.example.com.key")
+    (pingoo / "acme.json").write_text('{"accounts": ')
+    with tarfile.open(bad / "pingoo-tls.tar.gz", "w:gz") as tar:
+        tar.add(pingoo, arcname=".")
+    shutil.rmtree(pingoo)
+    restic_json(stack, restic, "backup", "--host", "torrust-dev", "--tag", "torrust-backup", str(bad))
+    before = tree_digest(stack.root / "tracker")
+
+    result = stack.restore("--apply")
+
+    assert result.returncode != 0
+    assert "verify: tracker-db: integrity_check of" in result.stderr
+    assert "verify: pingoo-tls: " in result.stderr and "api.example.com.pem does not match" in result.stderr
+    assert "verify: pingoo-tls: acme.json is not valid JSON" in result.stderr
+    assert "verification of snapshot" in result.stderr
+    assert "nothing live was changed" in result.stderr
+    assert tree_digest(stack.root / "tracker") == before
+    assert not stack.docker_log.exists()
