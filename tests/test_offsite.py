@@ -618,3 +618,42 @@ def test_restore_refuses_a_snapshot_that_does_not_verify(
     assert "nothing live was changed" in result.stderr
     assert tree_digest(stack.root / "tracker") == before
     assert not stack.docker_log.exists()
+
+
+HOLDER = """
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("PRAGMA wal_autocheckpoint=0")
+con.execute("INSERT INTO torrents (info_hash) VALUES ('written-after-the-backup')")
+print("written", flush=True)
+time.sleep(600)
+"""
+
+
+def test_apply_over_live_state_discards_the_newer_write_ahead_log(stack: Stack, sftp: SftpServer) -> None:
+    stack.write_env(sftp.repository, sftp)
+    assert stack.backup().returncode == 0
+    # A write after the backup that is still only in the -wal file (the writer dies without a
+    # checkpoint, as a killed container would).
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(stack.tracker_db)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "written"
+    finally:
+        holder.kill()
+        holder.wait(10)
+    wal = Path(f"{stack.tracker_db}-wal")
+    assert wal.stat().st_size > 0
+
+    result = stack.restore("--apply")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not wal.exists()
+    con = sqlite3.connect(stack.tracker_db)
+    assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    rows = con.execute(
+        "SELECT count(*) FROM torrents WHERE info_hash = 'written-after-the-backup'"
+    ).fetchone()
+    con.close()
+    assert rows == (0,), "the restored database is the snapshot, not the snapshot plus a stale WAL"
