@@ -85,6 +85,11 @@ def go_binary() -> str:
     )
     if on_path and (_go_version(on_path) or (0, 0)) >= GO_MIN:
         return on_path
+    return fetch_go_toolchain()
+
+
+def fetch_go_toolchain() -> str:
+    """The pinned Go toolchain (golang.org/toolchain from the module proxy), unpacked in the cache."""
     root = cache_root() / f"go-{GO_TOOLCHAIN}"
     go = root / "bin" / "go"
     if go.exists():
@@ -102,8 +107,9 @@ def go_binary() -> str:
                 raise BuildError(f"{GO_TOOLCHAIN_URL}: sha256 {digest}, expected {GO_TOOLCHAIN_SHA256}")
             with zipfile.ZipFile(archive) as zipped:
                 zipped.extractall(tmp)
-                prefix = zipped.namelist()[0].split("/", 1)[0]
-            unpacked = Path(tmp) / prefix
+                # golang.org/toolchain@<version>/bin/go ...
+                [go_entry] = [name for name in zipped.namelist() if name.endswith("/bin/go")]
+            unpacked = Path(tmp) / go_entry.removesuffix("/bin/go")
             for binary in (unpacked / "bin").iterdir():
                 binary.chmod(0o755)
             for tool in (unpacked / "pkg" / "tool").rglob("*"):
