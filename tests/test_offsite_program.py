@@ -346,3 +346,15 @@ def test_plan_without_offsite_says_so(tmp_path: Path) -> None:
     result = run_plan("dev", tmp_path / "plan")
     assert result.returncode == 0, result.stderr
     assert "Off-site backups:\n  none (backup.offsite.kind is 'none')" in result.stdout
+
+
+def test_offsite_example_is_the_dev_stack_plus_backup_offsite() -> None:
+    import yaml
+
+    dev = yaml.safe_load((REPO_ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    example = yaml.safe_load((REPO_ROOT / "Pulumi.offsite-example.yaml").read_text())["config"]
+    backup_key = "torrust-hybrid-tls:backup"
+    assert example[backup_key]["offsite"]["kind"] == "storageBox"
+    assert {k: v for k, v in example.items() if k != backup_key} == {
+        k: v for k, v in dev.items() if k != backup_key
+    }
