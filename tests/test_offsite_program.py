@@ -358,3 +358,20 @@ def test_offsite_example_is_the_dev_stack_plus_backup_offsite() -> None:
     assert {k: v for k, v in example.items() if k != backup_key} == {
         k: v for k, v in dev.items() if k != backup_key
     }
+
+
+def test_runbook_names_exactly_the_metrics_the_script_writes() -> None:
+    script = backup.render_backup_script(stack_settings({"offsite": {"kind": "storageBox"}}))
+    written = set(re.findall(r"^(torrust_backup_\w+) \$", script, re.MULTILINE))
+    documented = set(
+        re.findall(r"`(torrust_backup_\w+)`", (REPO_ROOT / "docs/backup-restore.md").read_text())
+    )
+    assert len(written) == 13
+    assert written == documented
+
+
+def test_decision_record_names_the_pinned_restic() -> None:
+    decision = (REPO_ROOT / "docs/decisions/0008-offsite-backups-restic.md").read_text()
+    assert f"restic {backup.RESTIC_VERSION}" in decision or f"**restic {backup.RESTIC_VERSION}**" in decision
+    assert backup.RESTIC_RELEASE_SHA256 in decision
+    assert f"restic_{backup.RESTIC_VERSION}_linux_amd64.bz2" in decision
