@@ -1,4 +1,5 @@
-"""The pinned restic (core.backup.RESTIC_VERSION) for the real-tool tests, built once into the cache.
+"""The pinned restic (core.backup.RESTIC_VERSION) and rest-server for the real-tool tests, built once
+into the cache.
 
 `python -m tests.restic_build` builds it (CI calls the same code through the `restic` fixture);
 later runs find it in ${TORRUST_CACHE:-/var/cache/torrust-hybrid-tls}/restic-<version>/bin/restic.
@@ -7,7 +8,9 @@ The build is `go install github.com/restic/restic/cmd/restic@v<version>` from th
 restic 0.19.1's go.mod needs Go >= 1.25; when the `go` on PATH is missing or older (Debian 12 ships
 1.19), the Go toolchain itself comes from the module proxy too (module golang.org/toolchain, the
 archive the go command fetches for GOTOOLCHAIN), checked against a pinned sha256.
-Timings on the 2-core development machine: cold (module download + build) 6m24s, warm (cache hit) 0s.
+Timings on the 2-core development machine: restic cold (module download + build) 6m24s, with the
+module cache warm but no build cache 3m34s (using the toolchain fetched from the proxy), cache hit
+0s; rest-server 13s.
 Idempotent and safe with a missing or half-written cache: builds go to a temp folder and are renamed
 into place under a lock.
 """
@@ -164,10 +167,77 @@ def build_restic() -> Path:
     return target
 
 
+REST_SERVER_VERSION = "0.14.0"
+REST_SERVER_MODULE = "github.com/restic/rest-server"
+
+
+def rest_server_path() -> Path:
+    return cache_root() / f"rest-server-{REST_SERVER_VERSION}" / "bin" / "rest-server"
+
+
+def _rest_server_ok(binary: Path) -> bool:
+    try:
+        out = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except OSError:
+        return False
+    return f"rest-server {REST_SERVER_VERSION} " in out
+
+
+def rest_server_cached() -> bool:
+    return _rest_server_ok(rest_server_path())
+
+
+def build_rest_server() -> Path:
+    """restic's rest-server, pinned, built from the Go module proxy into the cache.
+
+    Built inside a throw-away module (`go get` + `go build`): `go install module@version` also reads
+    the module's version list for deprecations, which proxy.golang.org refuses for rest-server (403).
+    """
+    target = rest_server_path()
+    if _rest_server_ok(target):
+        return target
+    fd = _locked(target.parent.parent.with_suffix(".lock"))
+    try:
+        if _rest_server_ok(target):
+            return target
+        go = go_binary()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as work:
+            env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false", "GOTOOLCHAIN": "local"}
+            steps = [
+                [go, "mod", "init", "torrust-rest-server-build"],
+                [go, "get", f"{REST_SERVER_MODULE}/cmd/rest-server@v{REST_SERVER_VERSION}"],
+                [go, "build", "-o", str(Path(work) / "rest-server"), f"{REST_SERVER_MODULE}/cmd/rest-server"],
+            ]
+            for step in steps:
+                result = subprocess.run(
+                    step,
+                    cwd=work,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=BUILD_TIMEOUT,
+                    check=False,
+                )
+                if result.returncode != 0:
+                    raise BuildError(f"{' '.join(step[1:])} failed:\n{result.stderr[-4000:]}")
+            os.replace(Path(work) / "rest-server", target)
+    finally:
+        os.close(fd)
+    if not _rest_server_ok(target):
+        raise BuildError(f"{target} does not report rest-server {REST_SERVER_VERSION}")
+    return target
+
+
 def main() -> int:
     started = time.monotonic()
     path = build_restic()
     print(f"{path} (restic {RESTIC_VERSION}) ready in {time.monotonic() - started:.0f}s")
+    started = time.monotonic()
+    path = build_rest_server()
+    print(f"{path} (rest-server {REST_SERVER_VERSION}) ready in {time.monotonic() - started:.0f}s")
     return 0
 
 

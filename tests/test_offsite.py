@@ -11,6 +11,7 @@ Needs root (sshd's chroot and user switch, the tmpfs for the disk-full case).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import hashlib
@@ -36,7 +37,14 @@ from core import backup, layout
 from core.settings import StackSettings, load_settings
 from tests.conftest import dev_config
 from tests.realtools import LOOPBACK4, Proc, free_port, missing, real_tools_required, require_tool, run
-from tests.restic_build import BuildError, build_restic, restic_cached
+from tests.restic_build import (
+    REST_SERVER_VERSION,
+    BuildError,
+    build_rest_server,
+    build_restic,
+    rest_server_cached,
+    restic_cached,
+)
 
 SFTP_USER = "torrust-sftp-test"
 PASSWORD = "correct-horse-battery-staple-0123456789"
@@ -657,3 +665,66 @@ def test_apply_over_live_state_discards_the_newer_write_ahead_log(stack: Stack, 
     ).fetchone()
     con.close()
     assert rows == (0,), "the restored database is the snapshot, not the snapshot plus a stale WAL"
+
+
+# --- Another backend: rest-server with credentials from the env file ------------------------------
+
+
+@pytest.fixture
+def rest_server(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """restic's rest-server on loopback with basic auth; (repository URL, user, password)."""
+    if not real_tools_required() and not rest_server_cached():
+        missing(f"rest-server {REST_SERVER_VERSION} is not built yet: python -m tests.restic_build")
+    try:
+        binary = str(build_rest_server())
+    except (BuildError, OSError, subprocess.SubprocessError) as error:
+        missing(f"cannot build rest-server {REST_SERVER_VERSION}: {error}")
+    user, password = "torrust", "rest-password-0123456789abcdef"
+    htpasswd = tmp_path / "htpasswd"
+    # {SHA} entries are one of the two formats rest-server accepts (rest-server README, "Authentication").
+    sha = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
+    htpasswd.write_text(f"{user}:{{SHA}}{sha}\n")
+    port = free_port()
+    proc = Proc(
+        "rest-server",
+        [binary, "--path", str(tmp_path / "rest-data"), "--listen", f"{LOOPBACK4}:{port}",
+         "--htpasswd-file", str(htpasswd)],
+        tmp_path,
+    )  # fmt: skip
+    try:
+        proc.wait_for_port(LOOPBACK4, port)
+        yield f"rest:http://{LOOPBACK4}:{port}/torrust", user, password
+    finally:
+        proc.stop()
+
+
+def test_rest_server_repository_with_credentials(
+    stack: Stack, rest_server: tuple[str, str, str], tmp_path: Path
+) -> None:
+    repository, user, password = rest_server
+
+    def write_env(rest_password: str) -> None:
+        password_file = stack.etc / "restic-password"
+        password_file.write_text(PASSWORD + "\n")
+        (stack.etc / "offsite.env").write_text(
+            backup.offsite_env_file(
+                repository,
+                {"RESTIC_REST_USERNAME": user, "RESTIC_REST_PASSWORD": rest_password},
+                None,
+                password_file=str(password_file),
+            )
+        )
+
+    write_env(password)
+    pushed = stack.backup()
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert stack.metrics["torrust_backup_offsite_success"] == 1
+
+    restored = stack.restore("--target", str(tmp_path / "scratch"))
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "verify: tracker-db: integrity_check ok" in restored.stdout
+
+    write_env("wrong-rest-password")
+    refused = stack.backup()
+    assert refused.returncode != 0
+    assert "unreachable or unreadable" in refused.stderr and "401" in refused.stderr
