@@ -162,8 +162,10 @@ class Backups(pulumi.ComponentResource):
         """The env file, repository password and SSH key on the server, as one secret Command.
 
         `create` is a secret Output: its text (and so every secret in it) is encrypted in the state
-        and shown as [secret] in plans. A change of any value re-runs it (pulumi-command runs
-        `create` again on update); a new server re-runs it through the readiness ID.
+        and shown as [secret] in plans. A change of any value re-runs it ("If an `update` command
+        isn't provided, then `create` will also be run when the resource's inputs are modified",
+        pulumi-command 1.2.1 sdk/python/pulumi_command/remote/command.py); a new server re-runs it
+        through the readiness ID.
         """
         names = sorted(args.credentials)
         sftp = offsite.ssh_private_key is not None
