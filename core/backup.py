@@ -234,10 +234,10 @@ def backup_install_script(settings: StackSettings) -> str:
     return "".join(parts)
 
 
-def _restic_install() -> str:
-    """Shell that installs the pinned restic release binary, verified against its sha256."""
+def _restic_install(path: str = RESTIC_PATH) -> str:
+    """Shell that installs the pinned restic release binary at `path`, verified against its sha256."""
     return (
-        f"if ! {RESTIC_PATH} version 2>/dev/null | grep -q '^restic {RESTIC_VERSION} '; then\n"
+        f"if ! {path} version 2>/dev/null | grep -q '^restic {RESTIC_VERSION} '; then\n"
         "  for tool in curl bzip2 ssh; do\n"
         '    if ! command -v "$tool" >/dev/null; then\n'
         "      export DEBIAN_FRONTEND=noninteractive\n"
@@ -251,10 +251,10 @@ def _restic_install() -> str:
         f'  curl -fsSL --retry 3 -o "$restic_tmp/restic.bz2" {RESTIC_RELEASE_URL}\n'
         f"  echo '{RESTIC_RELEASE_SHA256}  '\"$restic_tmp/restic.bz2\" | sha256sum -c -\n"
         '  bunzip2 -c "$restic_tmp/restic.bz2" >"$restic_tmp/restic"\n'
-        f'  install -m 0755 -o root -g root "$restic_tmp/restic" {RESTIC_PATH}\n'
+        f'  install -m 0755 -o root -g root "$restic_tmp/restic" {path}\n'
         '  rm -rf "$restic_tmp"\n'
         "fi\n"
-        f"{RESTIC_PATH} version\n"
+        f"{path} version\n"
     )
 
 

@@ -375,3 +375,51 @@ def test_decision_record_names_the_pinned_restic() -> None:
     assert f"restic {backup.RESTIC_VERSION}" in decision or f"**restic {backup.RESTIC_VERSION}**" in decision
     assert backup.RESTIC_RELEASE_SHA256 in decision
     assert f"restic_{backup.RESTIC_VERSION}_linux_amd64.bz2" in decision
+
+
+def run_restic_install(tmp_path: Path, served: bytes) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+    """The install snippet with a stand-in `curl` that serves `served` (this machine has no GitHub)."""
+    bash = require_tool("bash")
+    require_tool("bzip2")
+    stubs = tmp_path / "stubs"
+    stubs.mkdir(exist_ok=True)
+    calls = tmp_path / "curl-calls"
+    payload = tmp_path / "payload.bz2"
+    payload.write_bytes(served)
+    (stubs / "curl").write_text(
+        f'#!/bin/sh\necho "$*" >>{calls}\nwhile [ "$1" != -o ]; do shift; done\ncp {payload} "$2"\n'
+    )
+    (stubs / "curl").chmod(0o755)
+    target = tmp_path / "bin" / "restic"
+    target.parent.mkdir(exist_ok=True)
+    script = "set -euo pipefail\n" + backup._restic_install(str(target))
+    env = {"PATH": f"{stubs}:/usr/local/bin:/usr/bin:/bin"}
+    result = subprocess.run(
+        [bash, "-c", script], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    return result, target, calls
+
+
+def test_restic_download_with_a_wrong_checksum_is_not_installed(tmp_path: Path) -> None:
+    import bz2
+
+    result, target, calls = run_restic_install(
+        tmp_path, bz2.compress(b"#!/bin/sh\necho 'restic 0.19.1 compiled'\n")
+    )
+    assert result.returncode != 0
+    assert "FAILED" in result.stdout + result.stderr
+    assert not target.exists()
+    assert backup.RESTIC_RELEASE_URL in calls.read_text()
+
+
+def test_restic_of_the_pinned_version_is_not_downloaded_again(tmp_path: Path) -> None:
+    target = tmp_path / "bin" / "restic"
+    target.parent.mkdir()
+    target.write_text(
+        f"#!/bin/sh\necho 'restic {backup.RESTIC_VERSION} compiled with go1.25.10 on linux/amd64'\n"
+    )
+    target.chmod(0o755)
+    result, _, calls = run_restic_install(tmp_path, b"")
+    assert result.returncode == 0, result.stderr
+    assert not calls.exists()
+    assert result.stdout.startswith(f"restic {backup.RESTIC_VERSION} ")
