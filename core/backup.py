@@ -30,8 +30,8 @@ OFFSITE_ENV = f"{OFFSITE_DIR}/offsite.env"
 RESTIC_PASSWORD_FILE = f"{OFFSITE_DIR}/restic-password"
 SSH_KEY_FILE = f"{OFFSITE_DIR}/ssh/id_ed25519"
 KNOWN_HOSTS_FILE = f"{OFFSITE_DIR}/ssh/known_hosts"
-# node_exporter's textfile collector folder (--collector.textfile.directory).
-METRICS_DIR = "/var/lib/node_exporter/textfile_collector"
+# node_exporter's textfile collector folder (--collector.textfile.directory, components/node_exporter.py).
+METRICS_DIR = layout.NODE_TEXTFILE_DIR
 # restic, pinned: Debian 12 ships 0.14.0 (no exit codes 10/12, no `snapshot:subfolder` restore).
 # The release binary (https://github.com/restic/restic/releases/tag/v0.19.1, a bare bzip2 of the
 # binary) and its sha256 as listed in that release's SHA256SUMS (cross-checked against two

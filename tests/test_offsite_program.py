@@ -371,7 +371,7 @@ def test_runbook_names_exactly_the_metrics_the_script_writes() -> None:
 
 
 def test_decision_record_names_the_pinned_restic() -> None:
-    decision = (REPO_ROOT / "docs/decisions/0008-offsite-backups-restic.md").read_text()
+    decision = (REPO_ROOT / "docs/decisions/0012-offsite-backups-restic.md").read_text()
     assert f"restic {backup.RESTIC_VERSION}" in decision or f"**restic {backup.RESTIC_VERSION}**" in decision
     assert backup.RESTIC_RELEASE_SHA256 in decision
     assert f"restic_{backup.RESTIC_VERSION}_linux_amd64.bz2" in decision
@@ -423,3 +423,16 @@ def test_restic_of_the_pinned_version_is_not_downloaded_again(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     assert not calls.exists()
     assert result.stdout.startswith(f"restic {backup.RESTIC_VERSION} ")
+
+
+def test_the_backup_script_writes_what_the_alerts_and_the_node_exporter_read() -> None:
+    from core import alerts, layout
+
+    script = backup.render_backup_script(stack_settings({}))
+    assert re.search(rf"^{alerts.BACKUP_METRIC} \$last_success$", script, re.MULTILINE)
+    assert backup.METRICS_DIR == layout.NODE_TEXTFILE_DIR
+    assert re.search(
+        r"^METRICS_DIR=\$\{TORRUST_METRICS_DIR:-" + re.escape(layout.NODE_TEXTFILE_DIR) + r"\}$",
+        script,
+        re.MULTILINE,
+    )
