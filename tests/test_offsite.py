@@ -728,3 +728,21 @@ def test_rest_server_repository_with_credentials(
     refused = stack.backup()
     assert refused.returncode != 0
     assert "unreachable or unreadable" in refused.stderr and "401" in refused.stderr
+
+
+def test_the_real_node_exporter_reads_the_metrics_file(
+    stack: Stack, sftp: SftpServer, tmp_path: Path
+) -> None:
+    from core import alerts
+    from tests.test_real_node_exporter import scrape
+
+    stack.write_env(sftp.repository, sftp)
+    assert stack.backup().returncode == 0
+    written = (stack.etc / "metrics" / "torrust_backup.prom").read_text()
+
+    values, text = scrape(tmp_path / "exporter", rootfs=False, prom_text=written)
+
+    assert "node_textfile_scrape_error 0" in text
+    exported = {name: value for (name, _), value in values.items() if name.startswith("torrust_backup_")}
+    assert exported[alerts.BACKUP_METRIC] == stack.metrics[alerts.BACKUP_METRIC] > 0
+    assert exported["torrust_backup_offsite_success"] == 1
