@@ -34,6 +34,8 @@ from core.examples import documentation_problems
 from core.settings import (
     ALERT_SECRET_KEYS,
     PROJECT,
+    RESTIC_PASSWORD_KEY,
+    RESTIC_PASSWORD_MIN_LENGTH,
     SECRET_MIN_LENGTHS,
     ConfigError,
     StackSettings,
@@ -79,12 +81,15 @@ def load_configuration() -> tuple[
 ]:
     """Validate everything before the first resource is registered."""
     config = pulumi.Config()
-    problems: list[str] = check_config_keys(configured_keys(), is_config_secret)
+    problems: list[str] = []
     try:
         settings = load_settings(pulumi.get_stack(), config.get_object)
     except ConfigError as exc:
         problems.append(str(exc).removeprefix("Invalid stack configuration:\n"))
         settings = None
+    # The secret keys that backup.offsite.credentials names are the operator's own.
+    credential_keys = settings.backup.offsite.credentials.values() if settings else ()
+    problems[:0] = check_config_keys(configured_keys(), is_config_secret, credential_keys)
     secrets: dict[str, pulumi.Output[str]] = {}
     for key, min_length in SECRET_MIN_LENGTHS.items():
         value = config.get(key)
@@ -135,9 +140,44 @@ def load_configuration() -> tuple[
             "provider would use that context instead of the server\n"
             "      fix: unset DOCKER_CONTEXT   (then run the command again)"
         )
+    if settings is not None:
+        problems += offsite_secrets(config, settings, secrets)
     if problems or settings is None:
         raise ConfigError("Invalid stack configuration:\n" + "\n".join(problems))
     return settings, secrets, alert_secrets
+
+
+def offsite_secrets(
+    config: pulumi.Config, settings: StackSettings, secrets: dict[str, pulumi.Output[str]]
+) -> list[str]:
+    """backup.offsite: the optional restic password and every credential key, secret and set."""
+    problems: list[str] = []
+    offsite = settings.backup.offsite
+    if not offsite.enabled:
+        return problems
+    wanted = {RESTIC_PASSWORD_KEY: False, **{key: True for key in offsite.credentials.values()}}
+    for key, required in wanted.items():
+        value = config.get(key)
+        if value is None:
+            if required:
+                problems.append(
+                    f"  - {PROJECT}:{key}: is required by backup.offsite.credentials but not set\n"
+                    f"      fix: pulumi config set --secret {key} <value>"
+                )
+            continue
+        problem = None
+        if key == RESTIC_PASSWORD_KEY:
+            problem = check_secret_value(key, value, min_length=RESTIC_PASSWORD_MIN_LENGTH)
+        if problem is None and not is_config_secret(f"{PROJECT}:{key}"):
+            problem = (
+                f"  - {PROJECT}:{key}: is stored in plain text in the stack file\n"
+                f"      fix: pulumi config set --secret {key} <value>   (then rotate it: it was exposed)"
+            )
+        if problem:
+            problems.append(problem)
+        else:
+            secrets[key] = config.require_secret(key)
+    return problems
 
 
 try:
@@ -188,7 +228,13 @@ docker_host = DockerHost(
 )
 backups = Backups(
     "backups",
-    BackupsArgs(settings=settings, connection=docker_host.connection, ready=docker_host.ready),
+    BackupsArgs(
+        settings=settings,
+        connection=docker_host.connection,
+        ready=docker_host.ready,
+        restic_password=secrets.get(RESTIC_PASSWORD_KEY),
+        credentials={env: secrets[key] for env, key in settings.backup.offsite.credentials.items()},
+    ),
 )
 services = pulumi.ResourceOptions(providers=[docker_host.provider])
 
@@ -283,3 +329,29 @@ pulumi.export("acmeStaging", settings.acme.staging)
 pulumi.export("trackerAdminToken", operator_secrets.tracker_admin_token)
 pulumi.export("grafanaAdminPassword", operator_secrets.grafana_admin_password)
 pulumi.export("alertReceivers", configured_receivers(settings, alert_secrets))
+if backups.offsite is not None:
+    offsite_settings = settings.backup.offsite
+    pulumi.export(
+        "offsite",
+        pulumi.Output.all(backups.offsite.repository, backups.offsite.ssh_public_key).apply(
+            lambda values: {
+                "kind": offsite_settings.kind,
+                "repository": values[0],
+                "sshPublicKey": values[1],
+                "storageBox": offsite_settings.storage_box.model_dump(by_alias=True)
+                if offsite_settings.kind == "storageBox"
+                else None,
+                "backupSchedule": settings.backup.schedule,
+                "checkSchedule": offsite_settings.check_schedule,
+                "checkSubset": offsite_settings.check_subset,
+                "keep": {
+                    "daily": offsite_settings.keep_daily,
+                    "weekly": offsite_settings.keep_weekly,
+                    "monthly": offsite_settings.keep_monthly,
+                },
+                "credentials": sorted(offsite_settings.credentials),
+            }
+        ),
+    )
+    # Without it every off-site backup is lost: keep a copy outside of this stack.
+    pulumi.export("offsiteResticPassword", backups.offsite.restic_password)

@@ -19,6 +19,33 @@ SERVICE_NAME = "torrust-backup.service"
 TIMER_NAME = "torrust-backup.timer"
 SERVICE_PATH = f"/etc/systemd/system/{SERVICE_NAME}"
 TIMER_PATH = f"/etc/systemd/system/{TIMER_NAME}"
+# Off-site (backup.offsite): the restore command, the check units, credentials and restic.
+RESTORE_PATH = "/usr/local/sbin/torrust-restore"
+CHECK_SERVICE_NAME = "torrust-backup-check.service"
+CHECK_TIMER_NAME = "torrust-backup-check.timer"
+CHECK_SERVICE_PATH = f"/etc/systemd/system/{CHECK_SERVICE_NAME}"
+CHECK_TIMER_PATH = f"/etc/systemd/system/{CHECK_TIMER_NAME}"
+OFFSITE_DIR = "/etc/torrust-backup"
+OFFSITE_ENV = f"{OFFSITE_DIR}/offsite.env"
+RESTIC_PASSWORD_FILE = f"{OFFSITE_DIR}/restic-password"
+SSH_KEY_FILE = f"{OFFSITE_DIR}/ssh/id_ed25519"
+KNOWN_HOSTS_FILE = f"{OFFSITE_DIR}/ssh/known_hosts"
+# node_exporter's textfile collector folder (--collector.textfile.directory, components/node_exporter.py).
+METRICS_DIR = layout.NODE_TEXTFILE_DIR
+# restic, pinned: Debian 12 ships 0.14.0 (no exit codes 10/12, no `snapshot:subfolder` restore).
+# The release binary (https://github.com/restic/restic/releases/tag/v0.19.1, a bare bzip2 of the
+# binary) and its sha256 as listed in that release's SHA256SUMS (cross-checked against two
+# independent public pins of the same asset; this machine cannot reach GitHub). The tests build the
+# same version from the Go module proxy (tests/restic.py).
+RESTIC_VERSION = "0.19.1"
+RESTIC_PATH = "/usr/local/bin/restic"
+RESTIC_RELEASE_URL = f"https://github.com/restic/restic/releases/download/v{RESTIC_VERSION}/restic_{RESTIC_VERSION}_linux_amd64.bz2"
+RESTIC_RELEASE_SHA256 = "f415415624dcc452f2a02b8c33641791a8c6d6d3b65bbb3543fcf9a25151585c"
+# Storage Boxes serve SFTP on port 23 (port 22 is the restricted shell; Hetzner docs, Storage Box
+# "Access with SFTP/SCP").
+STORAGE_BOX_SFTP_PORT = 23
+# Containers the restore stops and starts again (the ones holding restored state).
+RESTORE_CONTAINERS = (layout.TRACKER, layout.GRAFANA, layout.PINGOO, layout.NGINX)
 
 # sqlite3 `.timeout`: how long a backup waits for a writer's lock before it fails.
 SQLITE_TIMEOUT_MS = 60_000
@@ -45,7 +72,13 @@ def _below_data_root(path: str) -> str:
     return shlex.quote(path.removeprefix(prefix))
 
 
+def restic_host(settings: StackSettings) -> str:
+    """The --host of every snapshot: the stack, not the server, so a replaced server continues."""
+    return f"torrust-{settings.stack}".lower().replace("_", "-")
+
+
 def render_backup_script(settings: StackSettings) -> str:
+    offsite = settings.backup.offsite
     return render_template(
         "backup/torrust-backup.sh.j2",
         stack=settings.stack,
@@ -58,16 +91,65 @@ def render_backup_script(settings: StackSettings) -> str:
         letsencrypt_dir=_below_data_root(layout.LETSENCRYPT_DIR),
         retention_days=int(settings.backup.retention_days),
         sqlite_timeout_ms=SQLITE_TIMEOUT_MS,
+        metrics_dir=shlex.quote(METRICS_DIR),
+        offsite=1 if offsite.enabled else 0,
+        offsite_env=shlex.quote(OFFSITE_ENV),
+        restic_path=shlex.quote(RESTIC_PATH),
+        restic_host=shlex.quote(restic_host(settings)),
+        keep_daily=int(offsite.keep_daily),
+        keep_weekly=int(offsite.keep_weekly),
+        keep_monthly=int(offsite.keep_monthly),
+        check_subset=shlex.quote(offsite.check_subset),
     )
 
 
-def render_backup_service(settings: StackSettings) -> str:
+def render_restore_script(settings: StackSettings) -> str:
+    return render_template(
+        "backup/torrust-restore.sh.j2",
+        stack=settings.stack,
+        restore_path=RESTORE_PATH,
+        data_root=shlex.quote(layout.DATA_ROOT),
+        backup_dir=_below_data_root(layout.BACKUP_DIR),
+        tracker_db=_below_data_root(layout.TRACKER_DATABASE_FILE),
+        grafana_db=_below_data_root(GRAFANA_DATABASE_FILE),
+        pingoo_tls_dir=_below_data_root(layout.PINGOO_TLS_DIR),
+        letsencrypt_dir=_below_data_root(layout.LETSENCRYPT_DIR),
+        offsite_env=shlex.quote(OFFSITE_ENV),
+        restic_path=shlex.quote(RESTIC_PATH),
+        containers=" ".join(shlex.quote(name) for name in RESTORE_CONTAINERS),
+        # Owners from docs/backup-restore.md: the tracker image's torrust user, Grafana's 472:0.
+        tracker_owner=f"{layout.TRACKER_UID}:{layout.TRACKER_UID}",
+        grafana_owner=f"{layout.GRAFANA_UID}:0",
+    )
+
+
+def render_backup_service(settings: StackSettings, mode: str = "") -> str:
     return render_template(
         "backup/torrust-backup.service.j2",
         stack=settings.stack,
         script_path=SCRIPT_PATH,
         data_root=layout.DATA_ROOT,
         timeout=SERVICE_TIMEOUT,
+        metrics_dir=METRICS_DIR,
+        offsite=settings.backup.offsite.enabled,
+        offsite_dir=OFFSITE_DIR,
+        mode=mode,
+    )
+
+
+def render_check_service(settings: StackSettings) -> str:
+    return render_backup_service(settings, mode="check")
+
+
+def render_check_timer(settings: StackSettings) -> str:
+    offsite = settings.backup.offsite
+    return render_template(
+        "backup/torrust-backup-check.timer.j2",
+        stack=settings.stack,
+        # Validated by OffsiteSettings (OnCalendar characters only).
+        schedule=offsite.check_schedule,
+        subset=offsite.check_subset,
+        service_name=CHECK_SERVICE_NAME,
     )
 
 
@@ -103,6 +185,7 @@ def backup_install_script(settings: StackSettings) -> str:
     Idempotent: re-running it (a changed script or schedule) overwrites the files and restarts
     nothing but the timer.
     """
+    offsite = settings.backup.offsite.enabled
     parts = [
         "#!/bin/bash\n",
         f"# torrust-hybrid-tls backups for stack {settings.stack} (components/backups.py)\n",
@@ -110,10 +193,28 @@ def backup_install_script(settings: StackSettings) -> str:
         "umask 022\n",
         f"install -d -m 0700 -o root -g root {shlex.quote(layout.BACKUP_DIR)}\n",
         f"install -d -m 0755 {shlex.quote(SCRIPT_PATH.rsplit('/', 1)[0])}\n",
+        f"install -d -m 0755 {shlex.quote(METRICS_DIR)}\n",
         _heredoc_install(SCRIPT_PATH, "0755", render_backup_script(settings)),
         _heredoc_install(SERVICE_PATH, "0644", render_backup_service(settings)),
         _heredoc_install(TIMER_PATH, "0644", render_backup_timer(settings)),
         f"bash -n {SCRIPT_PATH}\n",
+    ]
+    if offsite:
+        parts += [
+            f"install -d -m 0700 -o root -g root {OFFSITE_DIR}\n",
+            _heredoc_install(RESTORE_PATH, "0755", render_restore_script(settings)),
+            _heredoc_install(CHECK_SERVICE_PATH, "0644", render_check_service(settings)),
+            _heredoc_install(CHECK_TIMER_PATH, "0644", render_check_timer(settings)),
+            f"bash -n {RESTORE_PATH}\n",
+            _restic_install(),
+        ]
+    else:
+        # Turning off-site off keeps the repository and its credentials, stops the check.
+        parts.append(
+            f"systemctl disable --now {CHECK_TIMER_NAME} 2>/dev/null || true\n"
+            f"rm -f {CHECK_TIMER_PATH} {CHECK_SERVICE_PATH} {RESTORE_PATH}\n"
+        )
+    parts += [
         # Hetzner's images have no sqlite3 CLI; wait for a running unattended-upgrade's dpkg lock.
         "if ! command -v sqlite3 >/dev/null; then\n"
         "  export DEBIAN_FRONTEND=noninteractive\n"
@@ -124,9 +225,94 @@ def backup_install_script(settings: StackSettings) -> str:
         f"systemctl enable --now {TIMER_NAME}\n",
         # A changed schedule only applies after the timer is restarted.
         f"systemctl restart {TIMER_NAME}\n",
-        f"systemctl list-timers --all --no-pager {TIMER_NAME}\n",
     ]
+    timers = [TIMER_NAME]
+    if offsite:
+        parts += [f"systemctl enable --now {CHECK_TIMER_NAME}\n", f"systemctl restart {CHECK_TIMER_NAME}\n"]
+        timers.append(CHECK_TIMER_NAME)
+    parts.append(f"systemctl list-timers --all --no-pager {' '.join(timers)}\n")
     return "".join(parts)
+
+
+def _restic_install(path: str = RESTIC_PATH) -> str:
+    """Shell that installs the pinned restic release binary at `path`, verified against its sha256."""
+    return (
+        f"if ! {path} version 2>/dev/null | grep -q '^restic {RESTIC_VERSION} '; then\n"
+        "  for tool in curl bzip2 ssh; do\n"
+        '    if ! command -v "$tool" >/dev/null; then\n'
+        "      export DEBIAN_FRONTEND=noninteractive\n"
+        "      apt-get -q -o DPkg::Lock::Timeout=600 update\n"
+        "      apt-get -q -y -o DPkg::Lock::Timeout=600 install --no-install-recommends"
+        " curl bzip2 openssh-client ca-certificates\n"
+        "      break\n"
+        "    fi\n"
+        "  done\n"
+        "  restic_tmp=$(mktemp -d)\n"
+        f'  curl -fsSL --retry 3 -o "$restic_tmp/restic.bz2" {RESTIC_RELEASE_URL}\n'
+        f"  echo '{RESTIC_RELEASE_SHA256}  '\"$restic_tmp/restic.bz2\" | sha256sum -c -\n"
+        '  bunzip2 -c "$restic_tmp/restic.bz2" >"$restic_tmp/restic"\n'
+        f'  install -m 0755 -o root -g root "$restic_tmp/restic" {path}\n'
+        '  rm -rf "$restic_tmp"\n'
+        "fi\n"
+        f"{path} version\n"
+    )
+
+
+def offsite_env_file(
+    repository: str,
+    credentials: dict[str, str],
+    sftp_args: str | None,
+    password_file: str = RESTIC_PASSWORD_FILE,
+) -> str:
+    """offsite.env: what the scripts source (`set -a; . file`); every value shell-quoted.
+
+    Plain text of secrets: call it inside an Output.apply of secret Outputs only.
+    """
+    lines = [
+        "# Written by Pulumi (components/backups.py); secret, mode 0600.",
+        f"RESTIC_REPOSITORY={shlex.quote(repository)}",
+        f"RESTIC_PASSWORD_FILE={shlex.quote(password_file)}",
+    ]
+    if sftp_args:
+        lines.append(f"TORRUST_RESTIC_SFTP_ARGS={shlex.quote(sftp_args)}")
+    for name, value in sorted(credentials.items()):
+        lines.append(f"{name}={shlex.quote(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def sftp_args(key_file: str = SSH_KEY_FILE, known_hosts: str = KNOWN_HOSTS_FILE) -> str:
+    """ssh options restic's sftp backend passes to ssh (`-o sftp.args=...`).
+
+    The program's key only; host key learnt on first contact (accept-new) and pinned afterwards in
+    our own known_hosts; no prompts, bounded connect.
+    """
+    return (
+        f"-i {key_file} -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes"
+        f" -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={known_hosts}"
+        " -o ConnectTimeout=30 -o ServerAliveInterval=60"
+    )
+
+
+def offsite_credentials_script(env_file: str, password: str, ssh_private_key: str | None) -> str:
+    """What the credentials Command runs: the env file, the password and the SSH key, mode 0600.
+
+    Plain text of secrets: call it inside an Output.apply of secret Outputs only.
+    """
+    parts = [
+        "set -euo pipefail\n",
+        "umask 077\n",
+        f"install -d -m 0700 -o root -g root {OFFSITE_DIR} {OFFSITE_DIR}/ssh\n",
+        _heredoc_install(OFFSITE_ENV, "0600", env_file),
+        _heredoc_install(RESTIC_PASSWORD_FILE, "0600", password + "\n"),
+    ]
+    if ssh_private_key:
+        parts.append(_heredoc_install(SSH_KEY_FILE, "0600", ssh_private_key))
+    parts.append(f"echo 'off-site credentials installed in {OFFSITE_DIR}'\n")
+    return "".join(parts)
+
+
+def offsite_credentials_remove_script() -> str:
+    return f"rm -f {OFFSITE_ENV} {RESTIC_PASSWORD_FILE} {SSH_KEY_FILE}\necho 'off-site credentials removed'\n"
 
 
 def backup_remove_script() -> str:
@@ -138,7 +324,9 @@ def backup_remove_script() -> str:
         "set -u\n"
         f"systemctl disable --now {TIMER_NAME} 2>/dev/null || true\n"
         f"systemctl stop {SERVICE_NAME} 2>/dev/null || true\n"
+        f"systemctl disable --now {CHECK_TIMER_NAME} 2>/dev/null || true\n"
         f"rm -f {TIMER_PATH} {SERVICE_PATH} {SCRIPT_PATH}\n"
+        f"rm -f {CHECK_TIMER_PATH} {CHECK_SERVICE_PATH} {RESTORE_PATH}\n"
         "systemctl daemon-reload\n"
         f"echo 'torrust-backup removed; backups kept in {layout.BACKUP_DIR}'\n"
     )

@@ -45,6 +45,10 @@ ALERT_SECRET_KEYS = (
     "alertSlackWebhookUrl",
     "alertTelegramBotToken",
 )
+# backup.offsite: the restic repository password (top-level secret; generated when unset). A new
+# stack restoring an old stack's repository sets it to the old stack's offsiteResticPassword.
+RESTIC_PASSWORD_KEY = "offsiteResticPassword"
+RESTIC_PASSWORD_MIN_LENGTH = 24
 
 # Secrets that travel inside a URL: tracker v3.0.0 takes the admin token only as `?token=` (its
 # src/servers/apis/v1/middlewares/auth.rs) and Prometheus hands json_exporter the stats URL with it.
@@ -497,31 +501,142 @@ DERIVED_NAME_SUFFIX = "-operator-99"
 _ON_CALENDAR = re.compile(r"^[A-Za-z0-9*:,./~ -]{1,64}$")
 
 
+def _on_calendar(value: str) -> str:
+    # The characters check keeps the value safe to render into a timer unit; the grammar is
+    # systemd's own (core/oncalendar.py).
+    example = "a systemd OnCalendar expression such as '*-*-* 03:15:00' or 'daily'"
+    if not _ON_CALENDAR.match(value):
+        raise ValueError(f"'{value}' is not {example}")
+    try:
+        check_calendar(value)
+    except CalendarError as exc:
+        raise ValueError(f"'{value}' is not {example} ({exc})") from None
+    return value
+
+
+OnCalendar = Annotated[str, AfterValidator(_on_calendar)]
+
+# Storage Box locations (Falkenstein, Helsinki); the Hetzner API has the final word.
+STORAGE_BOX_LOCATIONS = ("fsn1", "hel1")
+_STORAGE_BOX_TYPE = re.compile(r"^bx[0-9]{2}$")
+# restic repository locations we document and test (sftp: tested against OpenSSH's sshd).
+_RESTIC_REPOSITORY = re.compile(r"^(sftp:|s3:|rest:|b2:|azure:|gs:|swift:|rclone:)\S+$")
+_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+_SECRET_KEY = re.compile(r"^[a-z][A-Za-z0-9]{2,63}$")
+# Set by the scripts themselves; a credential must not override them.
+_RESERVED_ENV = ("RESTIC_REPOSITORY", "RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND")
+
+
+class StorageBoxSettings(_Model):
+    """A Hetzner Storage Box the program creates (hcloud.StorageBox, api.hetzner.com)."""
+
+    type: str = "bx11"
+    """Storage Box type (bx11, bx21, ...)."""
+    location: str = "fsn1"
+    """Storage Box location (fsn1 or hel1)."""
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        if not _STORAGE_BOX_TYPE.match(value):
+            raise ValueError(f"'{value}' is not a Storage Box type such as 'bx11' or 'bx21'")
+        return value
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, value: str) -> str:
+        if value not in STORAGE_BOX_LOCATIONS:
+            raise ValueError(f"'{value}' has no Storage Boxes; use one of {', '.join(STORAGE_BOX_LOCATIONS)}")
+        return value
+
+
+class OffsiteSettings(_Model):
+    """Off-site copies of the local backups with restic (docs/backup-restore.md)."""
+
+    # none: local backups only; storageBox: a Storage Box the program creates; restic: any restic
+    # repository the operator already has (`repository` plus `credentials`).
+    kind: Literal["none", "storageBox", "restic"] = "none"
+    """Off-site copies with restic: none, storageBox (a Hetzner Storage Box the program creates,
+    delete-protected) or restic (your own repository)."""
+    storage_box: StorageBoxSettings = Field(default_factory=StorageBoxSettings)
+    """With kind storageBox:"""
+    repository: str | None = None
+    """With kind restic: the restic repository (sftp://user@host:port/path, s3:https://..., rest:https://...)."""
+    # Environment variable restic reads -> top-level secret config key holding its value, e.g.
+    # {AWS_ACCESS_KEY_ID: offsiteAwsAccessKeyId}. Each key must be set with --secret.
+    credentials: dict[str, str] = Field(default_factory=dict)
+    """With kind restic: environment variable restic reads -> top-level secret config key holding its
+    value (set that key with --secret)."""
+    keep_daily: int = Field(default=7, ge=1, le=366)
+    """Daily snapshots kept by restic forget --prune after every push."""
+    keep_weekly: int = Field(default=5, ge=0, le=520)
+    """Weekly snapshots kept."""
+    keep_monthly: int = Field(default=12, ge=0, le=1200)
+    """Monthly snapshots kept."""
+    # `restic check --read-data-subset` on its own timer.
+    check_schedule: OnCalendar = "Sun *-*-* 05:00:00"
+    """systemd OnCalendar expression of the restic check timer (UTC)."""
+    check_subset: str = "5%"
+    """restic check --read-data-subset value (a percentage or n/t)."""
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str | None) -> str | None:
+        if value is not None and not _RESTIC_REPOSITORY.match(value):
+            raise ValueError(
+                f"'{value}' is not a restic repository such as 'sftp://user@host:23/torrust', "
+                "'s3:https://host/bucket/torrust' or 'rest:https://host:8000/torrust'"
+            )
+        return value
+
+    @field_validator("credentials")
+    @classmethod
+    def _credentials(cls, value: dict[str, str]) -> dict[str, str]:
+        for env, key in value.items():
+            if not _ENV_NAME.match(env) or env in _RESERVED_ENV:
+                raise ValueError(
+                    f"'{env}' is not an environment variable name restic reads (nor a reserved one)"
+                )
+            if not _SECRET_KEY.match(key) or key in (
+                *SECRET_MIN_LENGTHS,
+                *STRUCTURED_KEYS,
+                RESTIC_PASSWORD_KEY,
+            ):
+                raise ValueError(
+                    f"'{key}' is not a free top-level config key name such as 'offsiteAwsSecretKey'"
+                )
+        return value
+
+    @field_validator("check_subset")
+    @classmethod
+    def _subset(cls, value: str) -> str:
+        # restic accepts n/t, a percentage or a size; we allow the percentage and n/t forms.
+        if not re.fullmatch(r"(100|[1-9][0-9]?(\.[0-9]+)?)%|[1-9][0-9]*/[1-9][0-9]*", value):
+            raise ValueError(f"'{value}' is not a restic --read-data-subset such as '5%' or '1/7'")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> OffsiteSettings:
+        if self.kind == "restic" and not self.repository:
+            raise ValueError("kind 'restic' needs a repository (backup.offsite.repository)")
+        if self.kind != "restic" and (self.repository or self.credentials):
+            raise ValueError("repository and credentials are only used with kind 'restic'")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.kind != "none"
+
+
 class BackupSettings(_Model):
     # systemd OnCalendar expression (see `man systemd.time`), in the server's time zone (UTC).
-    schedule: str = "*-*-* 03:15:00"
+    schedule: OnCalendar = "*-*-* 03:15:00"
     """systemd OnCalendar expression of the on-server backup, in UTC (checked with systemd-analyze
     calendar where available)."""
     retention_days: int = Field(default=14, ge=1, le=365)
     """Days of backups kept on the volume (1-365)."""
-
-    @field_validator("schedule")
-    @classmethod
-    def _schedule(cls, value: str) -> str:
-        # The characters check keeps the value safe to render into the timer unit; the grammar is
-        # systemd's own (core/oncalendar.py).
-        if not _ON_CALENDAR.match(value):
-            raise ValueError(
-                f"'{value}' is not a systemd OnCalendar expression such as '*-*-* 03:15:00' or 'daily'"
-            )
-        try:
-            check_calendar(value)
-        except CalendarError as exc:
-            raise ValueError(
-                f"'{value}' is not a systemd OnCalendar expression such as '*-*-* 03:15:00' or 'daily' "
-                f"({exc})"
-            ) from None
-        return value
+    offsite: OffsiteSettings = Field(default_factory=OffsiteSettings)
+    """Off-site backups."""
 
 
 # Public resolvers the DNS gate asks, as Let's Encrypt resolves from the open internet.
@@ -766,6 +881,23 @@ _FIX_EXAMPLES: dict[str, str] = {
     "alerts.thresholds.backupMaxAgeHours": (
         "pulumi config set --path 'alerts.thresholds.backupMaxAgeHours' 26"
     ),
+    "backup.offsite": "pulumi config set --path 'backup.offsite.kind' storageBox",
+    "backup.offsite.kind": "pulumi config set --path 'backup.offsite.kind' storageBox",
+    "backup.offsite.storageBox.type": "pulumi config set --path 'backup.offsite.storageBox.type' bx11",
+    "backup.offsite.storageBox.location": (
+        "pulumi config set --path 'backup.offsite.storageBox.location' fsn1"
+    ),
+    "backup.offsite.repository": "pulumi config set --path 'backup.offsite.repository' sftp://user@host:23/torrust",
+    "backup.offsite.credentials": (
+        "pulumi config set --path 'backup.offsite.credentials.AWS_ACCESS_KEY_ID' offsiteAwsAccessKeyId"
+    ),
+    "backup.offsite.keepDaily": "pulumi config set --path 'backup.offsite.keepDaily' 7",
+    "backup.offsite.keepWeekly": "pulumi config set --path 'backup.offsite.keepWeekly' 5",
+    "backup.offsite.keepMonthly": "pulumi config set --path 'backup.offsite.keepMonthly' 12",
+    "backup.offsite.checkSchedule": (
+        "pulumi config set --path 'backup.offsite.checkSchedule' 'Sun *-*-* 05:00:00'"
+    ),
+    "backup.offsite.checkSubset": "pulumi config set --path 'backup.offsite.checkSubset' 5%",
 }
 
 _IMAGE_EXAMPLES = {
@@ -861,15 +993,23 @@ ConfigReader = Callable[[str], Any]
 _SECRET_LIKE = re.compile(r"token|password|passphrase|secret|api_?key|private_?key|credential", re.I)
 
 
-def check_config_keys(keys: Iterable[str], is_secret: Callable[[str], bool]) -> list[str]:
+def check_config_keys(
+    keys: Iterable[str], is_secret: Callable[[str], bool], extra_known: Iterable[str] = ()
+) -> list[str]:
     """Problems with the set of configured keys (names only: values of other namespaces are never
     read, so whatever they hold cannot take the program down).
 
     Every key of our namespace must be a known setting (a typo would be silently ignored), and a
     credential of any namespace (`hcloud:token`) must not sit in plain text in the stack file.
+    ``extra_known`` are the secret keys the settings name themselves (backup.offsite.credentials).
     """
     known = sorted(
-        set(STRUCTURED_KEYS) | set(known_keys(StackSettings)) | set(SECRET_KEYS) | set(ALERT_SECRET_KEYS)
+        set(STRUCTURED_KEYS)
+        | set(known_keys(StackSettings))
+        | set(SECRET_KEYS)
+        | set(ALERT_SECRET_KEYS)
+        | {RESTIC_PASSWORD_KEY}
+        | set(extra_known)
     )
     problems: list[str] = []
     for full_key in sorted(set(keys)):

@@ -79,7 +79,9 @@ def test_service_runs_the_installed_script_when_idle() -> None:
     assert "\nIOSchedulingClass=idle\n" in service
     assert "\nNice=19\n" in service
     assert f"\nRequiresMountsFor={layout.DATA_ROOT}\n" in service
-    assert f"\nReadWritePaths={layout.DATA_ROOT}\n" in service
+    assert f"\nReadWritePaths={layout.DATA_ROOT} {backup.METRICS_DIR}\n" in service
+    # Local backups only: no network at all.
+    assert "\nPrivateNetwork=yes\n" in service
 
 
 def test_script_defaults_are_the_layout_paths_and_the_retention() -> None:
@@ -280,6 +282,7 @@ def data_root(tmp_path: Path) -> DataRoot:
         "TORRUST_DATA_ROOT": str(root),
         "TORRUST_REQUIRE_MOUNT": "0",
         "TORRUST_SQLITE3": sqlite3_cli,
+        "TORRUST_METRICS_DIR": str(tmp_path / "metrics"),
     }
     data = DataRoot(root, script, env, bash, sqlite3_cli)
     data.tracker_db.parent.mkdir(parents=True)
@@ -540,3 +543,51 @@ def test_invalid_retention_is_refused(data_root: DataRoot) -> None:
     result = data_root.run(TORRUST_RETENTION_DAYS="0")
     assert result.returncode != 0
     assert "at least 1" in result.stderr
+
+
+def prom(path: Path) -> dict[str, float]:
+    return {
+        line.split()[0]: float(line.split()[1])
+        for line in path.read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def test_every_run_records_its_outcome_for_the_textfile_collector(data_root: DataRoot) -> None:
+    metrics_file = Path(data_root.env["TORRUST_METRICS_DIR"]) / "torrust_backup.prom"
+    create_tracker_db(data_root.tracker_db)
+
+    ok = data_root.run()
+
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    first = prom(metrics_file)
+    assert first["torrust_backup_last_run_success"] == 1
+    assert first["torrust_backup_local_success"] == 1
+    assert first["torrust_backup_failures_total"] == 0
+    assert first["torrust_backup_offsite_enabled"] == 0
+    assert first["torrust_backup_last_success_timestamp_seconds"] >= time.time() - 300
+    written = sum(p.stat().st_size for p in data_root.backups.iterdir() if p.is_file() and "-20" in p.name)
+    assert first["torrust_backup_size_bytes"] == written
+
+    data_root.tracker_db.write_bytes(os.urandom(64 * 1024))
+    failed = data_root.run()
+
+    assert failed.returncode != 0
+    second = prom(metrics_file)
+    assert second["torrust_backup_last_run_success"] == 0
+    assert second["torrust_backup_local_success"] == 0
+    assert second["torrust_backup_failures_total"] == 1
+    # The last success is remembered across a failed run (what "backup too old" alerts on).
+    assert (
+        second["torrust_backup_last_success_timestamp_seconds"]
+        == first["torrust_backup_last_success_timestamp_seconds"]
+    )
+    assert [p.name for p in metrics_file.parent.iterdir()] == ["torrust_backup.prom"]
+
+
+def test_an_unmounted_volume_is_a_recorded_failure(data_root: DataRoot) -> None:
+    result = data_root.run(TORRUST_REQUIRE_MOUNT="1")
+    assert result.returncode != 0
+    metrics = prom(Path(data_root.env["TORRUST_METRICS_DIR"]) / "torrust_backup.prom")
+    assert metrics["torrust_backup_last_run_success"] == 0
+    assert metrics["torrust_backup_failures_total"] == 1

@@ -416,7 +416,7 @@ def prometheus(
             return bool(result) and str(result[0]["value"][1]) == "1"
 
         try:
-            wait_until(scraped, 30, "Prometheus to scrape the tracker through json_exporter", interval=0.5)
+            wait_until(scraped, 60, "Prometheus to scrape the tracker through json_exporter", interval=0.5)
         except AssertionError as error:
             raise AssertionError(f"{error}\n{exporter.log()}\n{server.log()}") from None
         yield prom

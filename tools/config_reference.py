@@ -30,7 +30,13 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from core.settings import ALERT_SECRET_KEYS, PROJECT, StackSettings
+from core.settings import (
+    ALERT_SECRET_KEYS,
+    PROJECT,
+    RESTIC_PASSWORD_KEY,
+    RESTIC_PASSWORD_MIN_LENGTH,
+    StackSettings,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 README = REPO_ROOT / "README.md"
@@ -44,7 +50,8 @@ EXTRA_ROWS = [
     (
         "trackerAdminToken",
         "generated, secret",
-        "tracker REST API admin token (at least 24 characters, no whitespace); set it with `--secret`",
+        "tracker REST API admin token (at least 24 characters, no whitespace, none of `& # % + ; =`: it "
+        "is sent as `?token=`); set it with `--secret`",
     ),
     (
         "grafanaAdminPassword",
@@ -57,6 +64,13 @@ EXTRA_ROWS = [
         "unset, secret",
         "alert receiver secrets; each one set turns its receiver on ([Alerts](#alerts)); set them with "
         "`--secret`",
+    ),
+    (
+        RESTIC_PASSWORD_KEY,
+        "generated, secret",
+        f"the off-site restic repository password (at least {RESTIC_PASSWORD_MIN_LENGTH} characters; "
+        "**without it the off-site backups are lost**); set it only to reach an existing repository, "
+        "e.g. the old stack's when restoring into a new one",
     ),
     ("hcloud:token", "required, secret", "Hetzner Cloud API token (read & write)"),
 ]

@@ -36,6 +36,8 @@ EXAMPLE_HOST_PRIVATE_KEY = (
 EXAMPLE_ZONE_NAMESERVERS = ("hydrogen.ns.hetzner.com.", "oxygen.ns.hetzner.com.", "helium.ns.hetzner.de.")
 GENERATED_PASSWORD = "plan-placeholder-generated-by-pulumi-random"
 EXAMPLE_EXISTING_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlanPlaceholderKeyAlreadyInTheProject000"
+EXAMPLE_STORAGE_BOX_USER = "u000000"
+EXAMPLE_STORAGE_BOX_SERVER = "u000000.your-storagebox.de"
 EXAMPLE_HOST_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlanPlaceholderHostKeyGeneratedAtUpTime0000"
 
 
@@ -86,6 +88,9 @@ class DeploymentMocks(pulumi.runtime.Mocks):
             outputs.update(
                 imageId=f"sha256:{'0' * 64}", repoDigest=f"{args.inputs.get('name')}@sha256:{'0' * 64}"
             )
+        elif args.typ == "hcloud:index/storageBox:StorageBox":
+            # The Hetzner API assigns the main user and its host (u<id>.your-storagebox.de).
+            outputs.update(username=EXAMPLE_STORAGE_BOX_USER, server=EXAMPLE_STORAGE_BOX_SERVER)
         elif args.typ == "random:index/randomPassword:RandomPassword":
             outputs.update(result=GENERATED_PASSWORD)
         return resource_id, outputs

@@ -237,6 +237,15 @@ def summary(plan: dict[str, Any], out_dir: Path) -> str:
     lines += ["", "DNS records to create (mock addresses):"]
     for record in plan["outputs"].get("dnsRecords", []):
         lines.append(f"  {record['name']:<40} {record['type']:<5} {record['value']}")
+    lines += ["", "Off-site backups:"]
+    offsite = plan["outputs"].get("offsite")
+    if offsite:
+        lines.append(json.dumps(offsite, indent=2))
+    else:
+        lines.append(
+            "  none (backup.offsite.kind is 'none'): backups stay on the data volume only, and losing"
+            " the volume loses them too; see docs/backup-restore.md"
+        )
     return "\n".join(lines)
 
 
