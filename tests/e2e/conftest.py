@@ -66,6 +66,7 @@ class Stack:
     pingoo_ca: ScratchCA
     pebble_ca: ScratchCA
     secrets: dict[str, str]
+    logs: Path = Path("/nonexistent")  # logs of the processes the tier runs outside Docker (pebble)
     timings: dict[str, float] = field(default_factory=dict)
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -143,6 +144,7 @@ def stack() -> Iterator[Stack]:
 
     started = time.monotonic()
     timings: dict[str, float] = {}
+    differences: list[str] = []
     work = Path(tempfile.mkdtemp(prefix="te2e-", dir="/tmp"))
     cleanup: list[Callable[[], None]] = [lambda: shutil.rmtree(work, ignore_errors=True)]
     try:
@@ -230,12 +232,15 @@ def stack() -> Iterator[Stack]:
             [
                 *enter_client, "pebble-challtestsrv",
                 "-dns01", f"{net.client_v4}:{DNS_PORT}", "-http01", "", "-https01", "", "-tlsalpn01", "",
-                "-doh", "", "-management", f"{net.client_v4}:{DNS_PORT + 1}",
+                "-management", f"{net.client_v4}:{DNS_PORT + 1}",
                 "-defaultIPv4", net.server_v4, "-defaultIPv6", net.server_v6,
             ],
             logs,
         )  # fmt: skip
         cleanup.append(challtest.stop)
+        in_netns(
+            net.client, lambda: wait_for(lambda: tcp_open(net.client_v4, DNS_PORT + 1), 20, "challtestsrv")
+        )
         config = work / "pebble.json"
         config.write_text(
             json.dumps(
@@ -273,7 +278,7 @@ def stack() -> Iterator[Stack]:
 
         # 6. Replay: networks, then containers (created, uploads, connected, started) in plan order.
         t = time.monotonic()
-        rep = replay.Replay(client, scratch, log)
+        rep = replay.Replay(client, scratch, log, differences)
         for kind, _name, item in resources:
             if kind == replay.NETWORK_TYPE:
                 rep.network(item)
@@ -286,7 +291,7 @@ def stack() -> Iterator[Stack]:
         result = Stack(
             plan=plan, inputs=inputs, networks=networks, files=rendered / "files", net=net, dockerd=dockerd,
             client=client, replay=rep, scratch=scratch, pingoo_ca=pingoo_ca, pebble_ca=pebble_ca,
-            secrets=secrets, timings=timings, extra_env=extra_env,
+            secrets=secrets, logs=logs, timings=timings, extra_env=extra_env,
         )  # fmt: skip
         yield result
     finally:
@@ -296,6 +301,8 @@ def stack() -> Iterator[Stack]:
             except Exception as error:  # every cleanup step runs
                 log(f"cleanup step failed: {error!r}")
         timings["session total"] = time.monotonic() - started
+        for note in differences:
+            log(f"difference forced by this machine: {note}")
         log("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
 
 

@@ -27,7 +27,7 @@ import docker
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("TORRUST_CACHE", "/var/cache/torrust-hybrid-tls"))
 TRACKER_VERSION = "3.0.0"
-TRACKER_BIN = CACHE / f"tracker-{TRACKER_VERSION}" / "bin"
+TRACKER_BIN = Path(os.environ.get("TORRUST_TRACKER_BIN", CACHE / f"tracker-{TRACKER_VERSION}" / "bin"))
 JSON_EXPORTER_VERSION = "v0.7.0"
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import io
 import re
+import resource
+import subprocess
 import tarfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +108,45 @@ def duration_ns(text: str) -> int:
     return total
 
 
+def rlimit_allowed(name: str, value: int) -> bool:
+    """Whether this machine lets root raise limit `name` to `value` (some sandboxes cap it)."""
+    flag = {"nofile": "--nofile", "nproc": "--nproc", "memlock": "--memlock", "core": "--core"}.get(name)
+    if flag is None:
+        return True
+    probe = subprocess.run(["prlimit", f"{flag}={value}:{value}", "true"], capture_output=True, timeout=10)
+    return probe.returncode == 0
+
+
+def ulimit_ceiling(name: str) -> int:
+    if name != "nofile":
+        raise AssertionError(f"no ceiling known for ulimit {name}")
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
 @dataclass
 class Replay:
     client: docker.DockerClient
     scratch: Path  # stands for the data volume's mount point /srv/torrust
     log: Callable[[str], None] = print
+    differences: list[str] = field(default_factory=list)  # forced by this machine, printed by the tier
+
+    def ulimits(self, name: str, items: list[dict[str, Any]]) -> list[Ulimit]:
+        result = []
+        for item in items:
+            soft, hard = int(item["soft"]), int(item["hard"])
+            if not rlimit_allowed(item["name"], hard):
+                # CI's root can raise it; a sandbox that caps the hard limit cannot (runc fails with
+                # "error setting rlimits ... operation not permitted"). Clamp, and say so.
+                ceiling = ulimit_ceiling(item["name"])
+                note = (
+                    f"{name}: ulimit {item['name']} {soft}:{hard} clamped to {ceiling} (this machine's limit)"
+                )
+                if note not in self.differences:
+                    self.differences.append(note)
+                    self.log(note)
+                soft, hard = min(soft, ceiling), min(hard, ceiling)
+            result.append(Ulimit(name=item["name"], soft=soft, hard=hard))
+        return result
 
     def host_path(self, path: str) -> str:
         assert path == DATA_VOLUME or path.startswith(DATA_VOLUME + "/"), (
@@ -154,10 +190,7 @@ class Replay:
             port_bindings=bindings,
             binds=binds,
             restart_policy={"Name": inputs["restart"]} if inputs.get("restart") else None,
-            ulimits=[
-                Ulimit(name=u["name"], soft=int(u["soft"]), hard=int(u["hard"]))
-                for u in inputs.get("ulimits", [])
-            ],
+            ulimits=self.ulimits(name, inputs.get("ulimits", [])),
             security_opt=inputs.get("securityOpts"),
             cap_drop=caps.get("drops"),
             cap_add=caps.get("adds"),
@@ -240,14 +273,14 @@ class Replay:
 def docker_resources(plan: dict[str, Any], revealed: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """(type, name, inputs with secrets) for every docker resource of the plan, in plan order."""
     result = []
-    for resource in plan["resources"]:
-        kind = resource["type"]
+    for record in plan["resources"]:
+        kind = record["type"]
         if not kind.startswith("docker:"):
             continue
-        inputs = merge_secrets(resource["inputs"], revealed[resource["name"]], resource["name"])
+        inputs = merge_secrets(record["inputs"], revealed[record["name"]], record["name"])
         if kind in IMAGE_TYPES:
-            check_inputs("image", resource["name"], inputs, {"name"}, IMAGE_NOT_REPLAYED)
+            check_inputs("image", record["name"], inputs, {"name"}, IMAGE_NOT_REPLAYED)
         elif kind not in (NETWORK_TYPE, CONTAINER_TYPE):
-            raise UnreplayedInputError(f"plan resource type {kind} ({resource['name']}) is not replayed")
-        result.append((kind, resource["name"], inputs))
+            raise UnreplayedInputError(f"plan resource type {kind} ({record['name']}) is not replayed")
+        result.append((kind, record["name"], inputs))
     return result

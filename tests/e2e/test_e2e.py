@@ -10,9 +10,11 @@ import hashlib
 import json
 import os
 import re
+import socket
 import ssl
 import subprocess
 import time
+import tomllib
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -137,32 +139,84 @@ def endpoint_checks(stack: Stack) -> dict[str, list[tuple[str, Any]]]:
     return by_name
 
 
-def assert_families(stack: Stack, only: str | None = None) -> list[str]:
-    """Every endpoint answers over every family its name has an A/AAAA record for."""
-    done = []
+def family_failures(
+    stack: Stack, only_name: str = "", only_what: str = ""
+) -> tuple[list[str], dict[str, str]]:
+    """Run every endpoint check over every family its name has an A/AAAA record for:
+    (passed, failed -> error)."""
+    done, failed = [], {}
     checks = endpoint_checks(stack)
     for record in stack.plan["outputs"]["dnsRecords"]:
-        if record["type"] not in ("A", "AAAA") or (only and only not in record["name"]):
+        if record["type"] not in ("A", "AAAA") or only_name not in record["name"]:
             continue
         assert record["name"] in checks, f"{record['name']} is advertised but the tier has no check for it"
         for what, check in checks[record["name"]]:
-            stack.client_ns(check, record["value"])
-            done.append(f"{record['name']} {record['type']} {what}")
+            if only_what not in what:
+                continue
+            label = f"{record['name']} {record['type']} {what}"
+            try:
+                stack.client_ns(check, record["value"])
+                done.append(label)
+            except (AssertionError, OSError) as error:
+                failed[label] = repr(error)
+    return done, failed
+
+
+def assert_families(stack: Stack, only_name: str = "", only_what: str = "") -> list[str]:
+    done, failed = family_failures(stack, only_name, only_what)
+    assert not failed, f"endpoints that do not answer over an advertised family: {failed}"
     return done
+
+
+def edge_ipv6_defect(failed: dict[str, str]) -> bool:
+    """Known defect of main (found by this tier): Pingoo 0.14.7 listens on `https://0.0.0.0:443` (its
+    listener parser takes no IPv6 literal: pingoo/config/config.rs `parse_listener_address`), 443 is
+    published on `::` and the names it serves have AAAA records, so IPv6 clients on 443 are refused."""
+    return bool(failed) and all(" AAAA " in k and ("on 443" in k or "443 redirect" in k) for k in failed)
+
+
+def edge_answers_ipv6(stack: Stack) -> bool:
+    def probe() -> bool:
+        try:
+            socket.create_connection((stack.net.server_v6, 443), timeout=5).close()
+            return True
+        except OSError:
+            return False
+
+    answers: bool = stack.client_ns(probe)
+    return answers
 
 
 # --- Checks -------------------------------------------------------------------------------------------
 
 
+def assert_published_ports_answer(stack: Stack, name: str) -> None:
+    """Every published TCP port accepts a connection from the client over IPv4 (a container without
+    a health check, like Pingoo's, is ready when its port is)."""
+    for port in {
+        int(p["external"]) for p in stack.inputs[name].get("ports", []) if p.get("protocol", "tcp") == "tcp"
+    }:
+
+        def accepts(port: int = port) -> bool:
+            with socket.create_connection((stack.net.server_v4, port), timeout=3):
+                return True
+
+        wait_for(lambda: stack.client_ns(accepts), 60, f"{name}: published port {port} to accept", interval=1)
+
+
 def test_every_container_running_healthy_with_exact_capabilities(stack: Stack) -> None:
     for name in stack.inputs:
         assert_running_and_healthy(stack, name)
+        assert_published_ports_answer(stack, name)
     for name in stack.inputs:
         assert_capabilities(stack, name)
 
 
 def test_every_endpoint_answers_over_every_advertised_family(stack: Stack) -> None:
-    done = assert_families(stack)
+    done, failed = family_failures(stack)
+    if edge_ipv6_defect(failed):
+        pytest.xfail(f"known defect on main, IPv6 on 443 refused (see edge_ipv6_defect): {sorted(failed)}")
+    assert not failed, f"endpoints that do not answer over an advertised family: {failed}"
     families = {line.split()[1] for line in done}
     assert families == {"A", "AAAA"}, done
 
@@ -172,10 +226,10 @@ def test_http_tracker_announce_and_scrape_record_the_clients_own_address(stack: 
     url = stack.plan["outputs"]["endpoints"]["httpTrackers"][0]
     host = url.split("/")[2]
     net = stack.net
-    for server, first, second in (
-        (net.server_v4, net.client_v4, net.client_v4_alt),
-        (net.server_v6, net.client_v6, net.client_v6_alt),
-    ):
+    families = [(net.server_v4, net.client_v4, net.client_v4_alt)]
+    if edge_answers_ipv6(stack):  # else: the known defect, reported by the family check
+        families.append((net.server_v6, net.client_v6, net.client_v6_alt))
+    for server, first, second in families:
 
         def announce(source: str, peer: bytes, server: str = server) -> dict[bytes, Any]:
             response = clients.https(
@@ -226,7 +280,8 @@ def test_tracker_api_through_443_health_stats_with_token_and_refused_without(sta
     api = stack.plan["outputs"]["endpoints"]["trackerApi"]
     host = api["base"].split("/")[2]
     token = stack.secrets["trackerAdminToken"]
-    for server in (stack.net.server_v4, stack.net.server_v6):
+    servers = [stack.net.server_v4] + ([stack.net.server_v6] if edge_answers_ipv6(stack) else [])
+    for server in servers:
         health = stack.client_ns(clients.https, server, 443, host, "/api/health_check", tls)
         assert health.status == 200, health
         stats = stack.client_ns(clients.https, server, 443, host, f"/api/v1/stats?token={token}", tls)
@@ -298,6 +353,22 @@ def test_grafana_name_acme_webroot_certbot_issuance_hsts_and_websocket(stack: St
             clients.websocket_echo, server, port, f"{host}:{port}", "https://evil.example", tls, b"x"
         )
         assert " 403 " in status, f"a foreign Origin must be refused, got {status}"
+
+
+def prometheus_targets(stack: Stack) -> list[dict[str, Any]]:
+    return prometheus_api(stack, "/api/v1/targets")["activeTargets"]  # type: ignore[no-any-return]
+
+
+def prometheus_api(stack: Stack, path: str) -> Any:
+    container = stack.container("prometheus")
+    networks = container.attrs["NetworkSettings"]["Networks"]
+    address = next(n["IPAddress"] for n in networks.values() if n["IPAddress"])
+
+    def fetch() -> Any:
+        with urllib.request.urlopen(f"http://{address}:9090{path}", timeout=10) as response:
+            return json.loads(response.read())["data"]
+
+    return stack.server_ns(fetch)
 
 
 def prometheus_query(stack: Stack, query: str) -> list[dict[str, Any]]:
@@ -379,7 +450,21 @@ def test_prometheus_scrapes_every_target_and_stores_every_metric_dashboards_use(
         return not missing
 
     deadline = time.monotonic() + 120
-    wait_for(all_up, 125, "every scrape target up == 1", interval=3)
+    try:
+        wait_for(all_up, 125, "every scrape target up == 1", interval=3)
+    except AssertionError:
+        errors = {
+            t["labels"]["job"]: t["lastError"] for t in prometheus_targets(stack) if t["health"] != "up"
+        }
+        if errors and all(
+            job.startswith("tracker_") and ("404" in e or "not a valid start token" in e)
+            for job, e in errors.items()
+        ):
+            pytest.xfail(
+                "known defect on main: tracker v3.0.0 answers /api/v1/stats in JSON only (format=prometheus "
+                f"ignored) and has no /api/v1/metrics (404); being replaced by json_exporter: {errors}"
+            )
+        raise
     wanted = used_metrics(stack.files)
     assert wanted, "no metric found in the dashboards"
     absent = {
@@ -405,6 +490,64 @@ def test_backends_on_internal_networks_cannot_reach_outside(stack: Stack) -> Non
                 f"control: {name} (public network) cannot reach {target}: {result.output!r}"
             )
     assert checked, "no container is on internal networks only"
+
+
+def effective_tracker_config(stack: Stack) -> dict[str, Any]:
+    """The configuration the real tracker runs with: v3.0.0 logs it as JSON at startup, secrets masked
+    (torrust-tracker v3.0.0 src/bootstrap/app.rs: `tracing::info!("Configuration:\\n{}", ...to_json())`)."""
+
+    def parse() -> dict[str, Any] | None:
+        logs = stack.container("tracker").logs().decode(errors="replace")
+        marker = logs.rfind("Configuration:")
+        if marker < 0:
+            return None
+        start = logs.index("{", marker)
+        config, _end = json.JSONDecoder().raw_decode(logs[start:])
+        assert isinstance(config, dict)
+        return config
+
+    result: dict[str, Any] = wait_for(parse, 60, "the tracker to log its configuration", interval=1)
+    return result
+
+
+def unknown_keys(rendered: Any, effective: Any, path: str = "") -> list[str]:
+    """Keys of the rendered TOML that the running tracker does not have (v3.0.0 ignores unknown keys
+    silently: its configuration structs have no `deny_unknown_fields`)."""
+    if isinstance(rendered, dict):
+        if not isinstance(effective, dict):
+            return [path]
+        found = []
+        for key, value in rendered.items():
+            if key not in effective:
+                found.append(f"{path}.{key}".lstrip("."))
+            else:
+                found += unknown_keys(value, effective[key], f"{path}.{key}")
+        return found
+    if isinstance(rendered, list) and isinstance(effective, list) and len(rendered) == len(effective):
+        return [
+            k
+            for i, (r, e) in enumerate(zip(rendered, effective, strict=True))
+            for k in unknown_keys(r, e, f"{path}[{i}]")
+        ]
+    return []
+
+
+def assert_tracker_knows_every_key(stack: Stack, toml_text: str) -> None:
+    rendered = tomllib.loads(toml_text)
+    missing = unknown_keys(rendered, effective_tracker_config(stack))
+    assert not missing, (
+        f"tracker.toml keys the running tracker v3.0.0 does not know (silently ignored): {missing}"
+    )
+
+
+def tracker_toml(inputs: dict[str, Any]) -> str:
+    upload = next(u for u in inputs["uploads"] if u["file"].endswith("tracker.toml"))
+    text: str = upload["content"]
+    return text
+
+
+def test_the_running_tracker_knows_every_key_of_the_rendered_tracker_toml(stack: Stack) -> None:
+    assert_tracker_knows_every_key(stack, tracker_toml(stack.inputs["tracker"]))
 
 
 def tracker_db(stack: Stack) -> Path:
@@ -494,10 +637,12 @@ def test_mutation_unknown_tracker_toml_key_fails_the_tracker(stack: Stack) -> No
         upload = next(u for u in inputs["uploads"] if u["file"].endswith("tracker.toml"))
         upload["content"] = upload["content"].replace("[core]\n", "[core]\nmade_up_key = true\n", 1)
 
+    inputs = mutated(stack, "tracker", add_key)
     try:
-        stack.recreate("tracker", mutated(stack, "tracker", add_key))
-        with pytest.raises(AssertionError):
-            assert_running_and_healthy(stack, "tracker", timeout=60)
+        stack.recreate("tracker", inputs)
+        assert_running_and_healthy(stack, "tracker")  # v3.0.0 starts anyway: the key is ignored
+        with pytest.raises(AssertionError, match="made_up_key"):
+            assert_tracker_knows_every_key(stack, tracker_toml(inputs))
     finally:
         stack.recreate("tracker")
         assert_running_and_healthy(stack, "tracker")
@@ -511,8 +656,12 @@ def test_mutation_ipv6_published_port_on_an_ipv4_only_listener_fails_the_family_
     try:
         stack.recreate("nginx-certbot", mutated(stack, "nginx-certbot", ipv4_only))
         assert_running_and_healthy(stack, "nginx-certbot")
-        with pytest.raises(AssertionError):
-            assert_families(stack, only=grafana_host(stack)[0])
+        host = grafana_host(stack)[0]
+        done, failed = family_failures(stack, only_name=host, only_what="port 80")
+        assert f"{host} A port 80 redirect" in done, (done, failed)  # IPv4 still answers ...
+        assert list(failed) == [f"{host} AAAA port 80 redirect"], failed  # ... the family check fails IPv6
+        with pytest.raises(AssertionError, match="do not answer over an advertised family"):
+            assert_families(stack, only_name=host, only_what="port 80")
     finally:
         stack.recreate("nginx-certbot")
         assert_running_and_healthy(stack, "nginx-certbot")

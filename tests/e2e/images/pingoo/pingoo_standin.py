@@ -94,6 +94,13 @@ async def handle(
         length = int(get(headers, "content-length") or 0)
         body = await reader.readexactly(length) if length else b""
         host = get(headers, "host") or ""
+        # listeners/http_listener.rs: no User-Agent, or one of 256 bytes or more -> 403, before routing.
+        agent = get(headers, "user-agent") or ""
+        if not agent or len(agent) >= 256:
+            writer.write(
+                b"HTTP/1.1 403 Forbidden\r\nserver: pingoo\r\ncontent-length: 17\r\n\r\nPermission Denied"
+            )
+            return
         route = next(((h, p) for hosts, h, p in services if host in hosts), None)
         if route is None:
             writer.write(
