@@ -44,6 +44,7 @@ TOOLS = (
     "openssl",
 )
 PEBBLE_PORT, PEBBLE_MGMT_PORT, DNS_PORT = 14000, 15000, 8053
+SESSION_REPORT: list[str] = []  # printed in the terminal summary (timings, forced differences)
 
 
 def log(message: str) -> None:
@@ -301,9 +302,10 @@ def stack() -> Iterator[Stack]:
             except Exception as error:  # every cleanup step runs
                 log(f"cleanup step failed: {error!r}")
         timings["session total"] = time.monotonic() - started
-        for note in differences:
-            log(f"difference forced by this machine: {note}")
-        log("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+        SESSION_REPORT.extend(f"difference forced by this machine: {note}" for note in differences)
+        SESSION_REPORT.append("e2e timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+        for line in SESSION_REPORT:
+            log(line)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -312,5 +314,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="e2e tier (real dockerd): runs in `make e2e` / `make check`")
     for item in items:
-        if "tests/e2e/" in str(item.fspath):
+        if str(item.fspath).endswith("tests/e2e/test_e2e.py"):
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in SESSION_REPORT:
+        terminalreporter.write_line(line)

@@ -106,5 +106,12 @@ class Dockerd:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         self.proc = None
+        # Its cgroup parent (one folder per controller) stays behind empty unless removed.
+        for folder in sorted(Path("/sys/fs/cgroup").glob(f"*/{self.netns}"), reverse=True):
+            for child in sorted(folder.glob("*/"), reverse=True):
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         # The daemon's mounts (overlay, netns, shm) are gone with it; its exec root holds only state.
         shutil.rmtree(self.root / "exec", ignore_errors=True)
