@@ -121,6 +121,10 @@ def endpoint_checks(stack: Stack) -> dict[str, list[tuple[str, Any]]]:
                 f"{host}{path} via {address}: {response.status} {response.body[:200]!r}"
             )
             assert clients.tls_version(address, 443, host, tls) == "TLSv1.3"
+            tls12 = client_context(stack.pingoo_ca.cert)
+            tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+            with pytest.raises(ssl.SSLError):  # TLS 1.3 only (Pingoo's rustls config)
+                clients.tls_version(address, 443, host, tls12)
 
         add(url, f"GET {path} on 443", health)
     for url in endpoints["udpTrackers"]:
