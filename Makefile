@@ -1,6 +1,7 @@
 # torrust-hybrid-tls — developer entry points. Interfaces other tools rely on:
 #   make test                 Python-only suite; real-tool tests skip with a reason when a tool is missing
 #   make check                lint + types + every test, real tools required (REQUIRE_REAL_TOOLS=1)
+#   make e2e                  the e2e tier alone (root; real dockerd; tests/e2e/README.md)
 #   make plan STACK=dev       offline plan under mocks -> build/plan/<stack>/
 #   make plan-diff BASE=<ref> [STACK=dev] [PLAN_DIFF_ARGS=--json]   Markdown (or JSON) review of a change
 #   make docs                 regenerate Pulumi.yaml `config:` and the README configuration reference
@@ -18,7 +19,7 @@ BOOTSTRAP_PYTHON ?= $(firstword $(foreach candidate,$(PYTHON_CANDIDATES),$(shell
 	command -v $(candidate) >/dev/null 2>&1 && $(candidate) $(IS_311) 2>/dev/null && echo $(candidate))))
 VENV_STAMP := $(VENV)/.requirements.stamp
 
-.PHONY: venv test check lint typecheck plan plan-diff doctor actionlint docs clean
+.PHONY: venv test check lint typecheck plan plan-diff doctor e2e actionlint docs clean
 
 venv: $(VENV_STAMP)
 
@@ -52,6 +53,9 @@ actionlint: $(VENV_STAMP)
 
 check: lint typecheck actionlint
 	REQUIRE_REAL_TOOLS=1 $(PYTHON) -m pytest -q
+
+e2e: $(VENV_STAMP)
+	E2E=1 REQUIRE_REAL_TOOLS=1 $(PYTHON) -m pytest -q -s tests/e2e
 
 plan: $(VENV_STAMP)
 	$(PYTHON) -m tools.plan --stack $(STACK)

@@ -135,11 +135,27 @@ def test_probe_targets_cover_every_public_endpoint() -> None:
         "https://http1.example.com/health_check",
     }
     assert jobs["blackbox_http_port80"].targets == ("http://grafana.example.com/",)
-    # Probes verify certificates (no insecure_skip_verify anywhere) and use IPv4 (no IPv6 network).
+    # Probes use IPv4 (no IPv6 network).
     for name, module in config["modules"].items():
         body = module[module["prober"]]
-        assert "insecure_skip_verify" not in str(body), name
         assert body["preferred_ip_protocol"] == "ip4" and body["ip_protocol_fallback"] is False, name
+
+
+def test_probes_verify_production_certificates_and_skip_only_the_staging_chain() -> None:
+    """Staging certificates chain to roots no system trusts: with acme.staging (the dev stack) every TLS
+    probe skips chain verification (else every endpoint would alert as down); in production none does."""
+    config = dev_config()
+    tls_modules = {"tls_connect", "https_200", "https_health", "https_redirect"}
+    for staging in (True, False):
+        config["acme"] = {**config["acme"], "staging": staging}
+        modules = yaml.safe_load(alerts.render_blackbox_config(load_settings("dev", config.get)))["modules"]
+        skipping = {
+            name
+            for name, module in modules.items()
+            if module[module["prober"]].get("tls_config", {}).get("insecure_skip_verify") is True
+        }
+        assert skipping == (tls_modules if staging else set()), staging
+        assert tls_modules < set(modules)
 
 
 def test_prometheus_scrapes_probes_exporters_and_sends_to_alertmanager() -> None:

@@ -279,7 +279,8 @@ def blackbox_modules(dev_plan: RenderedPlan, ca_file: Path | None, server_name: 
     """The rendered modules; the TLS module dials loopback with `server_name` (and trusts ca_file)."""
     config = yaml.safe_load(dev_plan.file(layout.BLACKBOX, layout.BLACKBOX_CONFIG_FILE).read_text())
     tcp = config["modules"][alerts.TLS_MODULE]["tcp"]
-    assert tcp["tls"] is True and "tls_config" not in tcp, "remap: the rendered TLS module changed"
+    # The dev stack is on staging (chain not verified); these probes prove the production module.
+    assert tcp["tls"] is True and tcp.pop("tls_config") == {"insecure_skip_verify": True}, "remap: changed"
     tcp["tls_config"] = {"server_name": server_name}
     if ca_file is not None:
         tcp["tls_config"]["ca_file"] = str(ca_file)
@@ -396,7 +397,9 @@ def http_modules(dev_plan: RenderedPlan, ca_file: Path, host_header: str, module
     """The rendered HTTP module, dialling loopback with the public name as Host and TLS server name."""
     config = yaml.safe_load(dev_plan.file(layout.BLACKBOX, layout.BLACKBOX_CONFIG_FILE).read_text())
     http = config["modules"][module]["http"]
-    assert "headers" not in http and "tls_config" not in http, "remap: the rendered HTTP module changed"
+    # The dev stack is on staging (chain not verified); these probes prove the production module.
+    staging_tls = http.pop("tls_config", None)
+    assert "headers" not in http and staging_tls in (None, {"insecure_skip_verify": True}), "remap: changed"
     http["headers"] = {"Host": host_header}
     http["tls_config"] = {"ca_file": str(ca_file), "server_name": host_header.split(":")[0]}
     return yaml.safe_dump(config)

@@ -13,7 +13,7 @@ import yaml
 from core import layout, rendering
 from core.settings import TRACKER_RELEASES, StackSettings, load_settings
 from tests.conftest import dev_config
-from tools.pingoo_check import check_pingoo_config, config_warnings, route_request
+from tests.oracles.pingoo_check import check_pingoo_config, config_warnings, route_request
 
 
 def settings(**changes: Any) -> StackSettings:
@@ -196,7 +196,7 @@ def test_templates_fail_on_missing_variables() -> None:
 )
 def test_mutated_rendered_pingoo_is_rejected(old: str, new: str, message: str) -> None:
     """A typo in a copy of the rendered pingoo.yml fails (Pingoo itself would ignore it silently)."""
-    from tools.pingoo_check import PingooConfigError
+    from tests.oracles.pingoo_check import PingooConfigError
 
     rendered = rendering.render_pingoo(settings())
     assert old in rendered

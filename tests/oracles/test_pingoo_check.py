@@ -1,4 +1,4 @@
-"""Tests of tools/pingoo_check.py, the strict pingoo.yml checker and route emulator (Pingoo v0.14.7)."""
+"""Tests of the strict pingoo.yml checker and route emulator (Pingoo v0.14.7) in pingoo_check.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tools.pingoo_check import (
+from tests.oracles.pingoo_check import (
     PingooConfig,
     PingooConfigError,
     check_pingoo_config,
