@@ -89,9 +89,7 @@ def probe_jobs(settings: StackSettings) -> list[ProbeJob]:
 
 
 def render_blackbox_config(settings: StackSettings) -> str:
-    return render_template(
-        "blackbox/config.yml.j2", stack=settings.stack, skip_verify=settings.acme.staging
-    )
+    return render_template("blackbox/config.yml.j2", stack=settings.stack, skip_verify=settings.acme.staging)
 
 
 def prometheus_monitoring_context(settings: StackSettings) -> dict[str, object]:

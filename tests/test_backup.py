@@ -226,12 +226,10 @@ def test_component_installs_after_readiness_and_reinstalls_on_change() -> None:
 
 
 @dataclass
-class DataRoot:
+class ScratchDataRoot:
+    """A scratch folder standing for the data volume, with the paths the backup job reads."""
+
     root: Path
-    script: Path
-    env: dict[str, str]
-    bash: str
-    sqlite3: str
 
     @property
     def backups(self) -> Path:
@@ -252,6 +250,14 @@ class DataRoot:
     @property
     def letsencrypt(self) -> Path:
         return self.root / Path(layout.LETSENCRYPT_DIR).relative_to(layout.DATA_ROOT)
+
+
+@dataclass
+class DataRoot(ScratchDataRoot):
+    script: Path
+    env: dict[str, str]
+    bash: str
+    sqlite3: str
 
     def run(self, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

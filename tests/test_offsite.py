@@ -45,6 +45,7 @@ from tests.restic_build import (
     rest_server_cached,
     restic_cached,
 )
+from tests.test_backup import ScratchDataRoot
 
 SFTP_USER = "torrust-sftp-test"
 PASSWORD = "correct-horse-battery-staple-0123456789"
@@ -177,35 +178,14 @@ def sftp(tmp_path: Path) -> Iterator[SftpServer]:
 
 
 @dataclass
-class Stack:
+class Stack(ScratchDataRoot):
     """A scratch data root with real state, the rendered scripts and their environment."""
 
-    root: Path
     etc: Path
     backup_script: Path
     restore_script: Path
     env: dict[str, str]
     docker_log: Path
-
-    @property
-    def backups(self) -> Path:
-        return self.root / "backups"
-
-    @property
-    def tracker_db(self) -> Path:
-        return self.root / Path(layout.TRACKER_DATABASE_FILE).relative_to(layout.DATA_ROOT)
-
-    @property
-    def grafana_db(self) -> Path:
-        return self.root / "grafana" / "grafana.db"
-
-    @property
-    def pingoo_tls(self) -> Path:
-        return self.root / Path(layout.PINGOO_TLS_DIR).relative_to(layout.DATA_ROOT)
-
-    @property
-    def letsencrypt(self) -> Path:
-        return self.root / Path(layout.LETSENCRYPT_DIR).relative_to(layout.DATA_ROOT)
 
     @property
     def metrics(self) -> dict[str, float]:
