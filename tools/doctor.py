@@ -51,6 +51,9 @@ DEFAULT_RESOLVER = "1.1.1.1"
 UDP_PROTOCOL_ID = 0x41727101980  # BEP 15 magic constant
 # Fewer days left than this fails (Let's Encrypt renews at 1/3 of the lifetime left: 15 of 45 days).
 DEFAULT_MIN_DAYS = 10
+# Pingoo answers 403 "Permission Denied" to a request without a User-Agent (or one of 256 bytes or
+# more), before routing (pingooio/pingoo pingoo/listeners/http_listener.rs, `USER_AGENT_MAX_LENGTH`).
+USER_AGENT = "torrust-hybrid-tls-doctor"
 
 
 @dataclasses.dataclass
@@ -303,7 +306,9 @@ def http_get(
     connection = http.client.HTTPConnection(name, target.port(port), timeout=target.timeout)
     connection.sock = sock
     try:
-        connection.request("GET", path, headers={"Host": host_header, **(headers or {})})
+        connection.request(
+            "GET", path, headers={"Host": host_header, "User-Agent": USER_AGENT, **(headers or {})}
+        )
         response = connection.getresponse()
         status = response.status
         reply_headers = {key.lower(): value for key, value in response.getheaders()}

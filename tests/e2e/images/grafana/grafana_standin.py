@@ -73,12 +73,18 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             if target.split("?")[0] == "/api/live/ws":
                 await websocket(headers, reader, writer)
                 return
+            content_type = "application/json"
             if target.split("?")[0] == "/api/health":
                 body = json.dumps({"database": "ok", "version": "stand-in"}).encode()
+            elif target.split("?")[0] == "/login":
+                # Grafana serves its single-page app for /login: public/views/index.html, whose
+                # <title>[[.AppTitle]]</title> is "Grafana" by default (what `make doctor` looks for).
+                body = b"<!DOCTYPE html><html><head><title>Grafana</title></head><body></body></html>"
+                content_type = "text/html; charset=UTF-8"
             else:
                 body = json.dumps({"target": target, "headers": headers}).encode()
             response_head = (
-                f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
             )
             writer.write(response_head.encode() + body)
             await writer.drain()
