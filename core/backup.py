@@ -77,18 +77,25 @@ def restic_host(settings: StackSettings) -> str:
     return f"torrust-{settings.stack}".lower().replace("_", "-")
 
 
+def _data_paths() -> dict[str, str]:
+    """The paths on the data volume that the backup and the restore scripts both handle."""
+    return {
+        "data_root": shlex.quote(layout.DATA_ROOT),
+        "backup_dir": _below_data_root(layout.BACKUP_DIR),
+        "tracker_db": _below_data_root(layout.TRACKER_DATABASE_FILE),
+        "grafana_db": _below_data_root(GRAFANA_DATABASE_FILE),
+        "pingoo_tls_dir": _below_data_root(layout.PINGOO_TLS_DIR),
+        "letsencrypt_dir": _below_data_root(layout.LETSENCRYPT_DIR),
+    }
+
+
 def render_backup_script(settings: StackSettings) -> str:
     offsite = settings.backup.offsite
     return render_template(
         "backup/torrust-backup.sh.j2",
         stack=settings.stack,
         script_path=SCRIPT_PATH,
-        data_root=shlex.quote(layout.DATA_ROOT),
-        backup_dir=_below_data_root(layout.BACKUP_DIR),
-        tracker_db=_below_data_root(layout.TRACKER_DATABASE_FILE),
-        grafana_db=_below_data_root(GRAFANA_DATABASE_FILE),
-        pingoo_tls_dir=_below_data_root(layout.PINGOO_TLS_DIR),
-        letsencrypt_dir=_below_data_root(layout.LETSENCRYPT_DIR),
+        **_data_paths(),
         retention_days=int(settings.backup.retention_days),
         sqlite_timeout_ms=SQLITE_TIMEOUT_MS,
         metrics_dir=shlex.quote(METRICS_DIR),
@@ -108,12 +115,7 @@ def render_restore_script(settings: StackSettings) -> str:
         "backup/torrust-restore.sh.j2",
         stack=settings.stack,
         restore_path=RESTORE_PATH,
-        data_root=shlex.quote(layout.DATA_ROOT),
-        backup_dir=_below_data_root(layout.BACKUP_DIR),
-        tracker_db=_below_data_root(layout.TRACKER_DATABASE_FILE),
-        grafana_db=_below_data_root(GRAFANA_DATABASE_FILE),
-        pingoo_tls_dir=_below_data_root(layout.PINGOO_TLS_DIR),
-        letsencrypt_dir=_below_data_root(layout.LETSENCRYPT_DIR),
+        **_data_paths(),
         offsite_env=shlex.quote(OFFSITE_ENV),
         restic_path=shlex.quote(RESTIC_PATH),
         containers=" ".join(shlex.quote(name) for name in RESTORE_CONTAINERS),
