@@ -8,8 +8,10 @@ hook and nginx serves the new certificate. Everything on loopback (research/ngin
 - pebble's own API listener gets a throwaway CA + localhost certificate (the Debian package ships
   none); certbot trusts it through REQUESTS_CA_BUNDLE. The client that checks nginx trusts ONLY
   pebble's issuing root (management endpoint /roots/0), which pebble regenerates every launch.
-- PEBBLE_VA_NOSLEEP=1 and PEBBLE_WFE_NONCEREJECT=0 keep it fast and deterministic;
-  PEBBLE_AUTHZREUSE=0 makes the renewal validate through nginx again instead of reusing the authz.
+- PEBBLE_VA_NOSLEEP=1 and PEBBLE_WFE_NONCEREJECT=0 keep it fast and deterministic. PEBBLE_AUTHZREUSE=0
+  is set for pebbles that read it, but Debian 12's pebble 2.4.0 does not (no such string in
+  /usr/bin/pebble) and reuses a still-valid authorization for about half of the orders, so the renewal
+  test renews again (bounded) until one renewal is validated through nginx's port 80.
 - nginx starts with a scratch certificate under certbot's live/grafana/ (the rendered path), which is
   deleted before `certbot certonly` (certbot refuses an existing live/ directory) — the same dummy-
   certificate bootstrap jonasal/nginx-certbot's predecessors use.
@@ -371,6 +373,14 @@ def test_forced_renewal_runs_reload_hook_and_nginx_serves_new_certificate(acme: 
     # Nobody but the deploy hook reloaded nginx: serving the new certificate proves the hook works.
     acme.nginx.wait_for_reload(workers_before)
     acme.wait_until_served(renewed)
-    assert acme.validations() > validations_before, "the renewal was not validated through nginx's port 80"
+    # Debian's pebble reuses a valid authorization at random (module docstring): renew again, a bounded
+    # number of times, until one renewal is validated anew through nginx's port 80.
+    for _attempt in range(10):
+        if acme.validations() > validations_before:
+            break
+        acme.certbot_run(
+            "renew", "--cert-name", layout.GRAFANA_CERT_NAME, "--force-renewal", "--no-random-sleep-on-renew"
+        )
+    assert acme.validations() > validations_before, "no renewal was validated through nginx's port 80"
     with connect(LOOPBACK4, acme.nginx.remap.tls_port, client_context(cadata=acme.pebble_root()), acme.host):
         pass
