@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from core.settings import PROJECT
+from tests.realtools import real_tools_required
 from tools.program import ProgramRun, run_program
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -74,3 +76,23 @@ def deploy() -> Deploy:
         return run_program(stack, flat, secret_keys, preview=preview)
 
     return run
+
+
+# Slow real-engine tiers: `make test` stays fast and skips them with a reason; `make check`
+# (REQUIRE_REAL_TOOLS=1) and `make e2e` (E2E=1) run them. The e2e tier skips itself (tests/e2e).
+SLOW_TIERS = {
+    "test_real_docker_host.py": "starts real dockerd daemons in network namespaces",
+    "test_offsite.py": "builds restic and rest-server from the Go module proxy (~6 min cold), real sshd",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    del config
+    if real_tools_required() or os.environ.get("E2E") == "1":
+        return
+    for item in items:
+        reason = SLOW_TIERS.get(Path(str(item.fspath)).name)
+        if reason:
+            item.add_marker(
+                pytest.mark.skip(reason=f"slow real-engine tier ({reason}): runs in `make check`")
+            )
