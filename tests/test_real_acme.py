@@ -120,6 +120,21 @@ class Acme:
     def live_dir(self) -> Path:
         return self.config_dir / "live" / layout.GRAFANA_CERT_NAME
 
+    def issue_through_webroot(self) -> str:
+        """certbot's webroot issuance of the Grafana certificate through the rendered port-80 server."""
+        return self.certbot_run(
+            "certonly",
+            "--webroot",
+            "-w",
+            str(self.nginx.remap.webroot),
+            "-d",
+            self.host,
+            "--cert-name",
+            layout.GRAFANA_CERT_NAME,
+            "--agree-tos",
+            "--register-unsafely-without-email",
+        )
+
     def certbot_run(self, *args: str) -> str:
         env = dict(os.environ, REQUESTS_CA_BUNDLE=str(self.pebble_ca.cert))
         argv = [
@@ -296,18 +311,7 @@ def acme(dev_plan: RenderedPlan, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def test_certificate_issued_through_rendered_port80_and_served_on_3443(acme: Acme) -> None:
-    output = acme.certbot_run(
-        "certonly",
-        "--webroot",
-        "-w",
-        str(acme.nginx.remap.webroot),
-        "-d",
-        acme.host,
-        "--cert-name",
-        layout.GRAFANA_CERT_NAME,
-        "--agree-tos",
-        "--register-unsafely-without-email",
-    )
+    output = acme.issue_through_webroot()
     assert "Successfully received certificate" in output
     assert acme.validations() >= 1, (
         f"pebble's VA never fetched the challenge from nginx:\n{acme.access_log()}"

@@ -331,18 +331,7 @@ def not_after(pem_file: Path) -> list[float]:
 @pytest.fixture(scope="module")
 def issued(acme: Acme) -> Acme:  # noqa: F811
     """A pebble certificate for the Grafana name, served by the real nginx on its 3443 listener."""
-    acme.certbot_run(
-        "certonly",
-        "--webroot",
-        "-w",
-        str(acme.nginx.remap.webroot),
-        "-d",
-        acme.host,
-        "--cert-name",
-        layout.GRAFANA_CERT_NAME,
-        "--agree-tos",
-        "--register-unsafely-without-email",
-    )
+    acme.issue_through_webroot()
     acme.nginx.reload()
     acme.wait_until_served(leaf_der(acme.live_dir / "cert.pem"))
     return acme
