@@ -53,14 +53,18 @@ def restic_path() -> Path:
     return cache_root() / f"restic-{RESTIC_VERSION}" / "bin" / "restic"
 
 
-def _version_ok(binary: Path) -> bool:
+def _version_output(binary: Path, flag: str) -> str:
+    """What `binary <flag>` prints, or "" when it cannot run."""
     try:
-        out = subprocess.run(
-            [str(binary), "version"], capture_output=True, text=True, timeout=30, check=False
+        return subprocess.run(
+            [str(binary), flag], capture_output=True, text=True, timeout=30, check=False
         ).stdout
     except OSError:
-        return False
-    return out.startswith(f"restic {RESTIC_VERSION} ")
+        return ""
+
+
+def _version_ok(binary: Path) -> bool:
+    return _version_output(binary, "version").startswith(f"restic {RESTIC_VERSION} ")
 
 
 def _go_version(go: str) -> tuple[int, int] | None:
@@ -176,13 +180,7 @@ def rest_server_path() -> Path:
 
 
 def _rest_server_ok(binary: Path) -> bool:
-    try:
-        out = subprocess.run(
-            [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
-        ).stdout
-    except OSError:
-        return False
-    return f"rest-server {REST_SERVER_VERSION} " in out
+    return f"rest-server {REST_SERVER_VERSION} " in _version_output(binary, "--version")
 
 
 def rest_server_cached() -> bool:
