@@ -96,7 +96,7 @@ def publish_ports(ports: Sequence[PublishedPort]) -> list[docker.ContainerPortAr
 def create_service_container(
     spec: ContainerSpec, host: DockerHost, parent: pulumi.Resource, after: Sequence[pulumi.Resource] = ()
 ) -> docker.Container:
-    networks, ready = host.networks, host.ready
+    networks, ready = host.networks, host.after
     image = docker.RemoteImage(
         f"{spec.name}-image",
         name=spec.image,
@@ -104,7 +104,7 @@ def create_service_container(
         # A replaced server (same IP, same host key, so the same provider config) starts empty:
         # the server ID makes Pulumi pull the image and re-create the container there.
         triggers={SERVER_LABEL: host.server_id},
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[ready]),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=ready),
     )
     networks_advanced = [
         docker.ContainerNetworksAdvancedArgs(
@@ -173,7 +173,7 @@ def create_service_container(
         user=spec.user,
         opts=pulumi.ResourceOptions(
             parent=parent,
-            depends_on=[ready, image, *after],
+            depends_on=[*ready, image, *after],
             delete_before_replace=True,
             # `healthcheck` is neither ForceNew nor handled by the provider's Update (which only
             # touches restart, CPU, memory and device limits: resource_docker_container_funcs.go,

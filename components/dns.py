@@ -106,3 +106,16 @@ class Dns(pulumi.ComponentResource):
             lambda blocks: [line for block in blocks for line in block.split("\n") if line]
         )
         self.register_outputs({"recordsCreated": self.records_created})
+
+    def summary(self, settings: StackSettings) -> dict[str, object]:
+        """The `dns` stack output: the zone, what the program manages, and the gate."""
+        return {
+            "zone": settings.dns.zone,
+            "managed": settings.dns.managed,
+            "ttl": settings.dns.ttl,
+            "nameservers": self.nameservers,
+            "recordsCreated": self.records_created,
+            "reverseDns": {family: rdns.dns_ptr for family, rdns in self.rdns.items()},
+            "gate": "skipped" if settings.dns.skip_gate else f"waits up to {settings.dns.gate_timeout} s",
+            "resolvers": settings.dns.resolvers,
+        }

@@ -10,7 +10,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from core import backup, layout
+from core import layout
 from core.settings import StackSettings
 
 # `cloud-init status --wait` exits 2 for "done, with recoverable errors" (e.g. a deprecated key);
@@ -31,7 +31,7 @@ READINESS_SCRIPT = (
 # containers running, so they are stopped first.
 RELEASE_VOLUME_SCRIPT = (
     "set -u; "
-    f"systemctl stop {backup.TIMER_NAME} {backup.SERVICE_NAME} 2>/dev/null || true; "
+    f"systemctl stop {layout.BACKUP_TIMER_NAME} {layout.BACKUP_SERVICE_NAME} 2>/dev/null || true; "
     "if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then "
     "docker ps -q | xargs -r docker stop --time 30 >/dev/null; fi; "
     "systemctl stop docker.socket docker.service 2>/dev/null || true; "
@@ -73,6 +73,10 @@ class DockerHostArgs:
     # Resources that must exist before the server is usable (the volume attachment).
     server_ready_after: list[pulumi.Resource]
     private_key: pulumi.Input[str] | None = None
+    # The remote readiness Command (wait for cloud-init and the volume; release the volume on
+    # delete). Always on in the program; the engine tier (tests/engine), which has no
+    # pulumi-command provider, builds the same provider and networks without it.
+    readiness_command: bool = True
 
 
 class DockerHost(pulumi.ComponentResource):
@@ -98,21 +102,26 @@ class DockerHost(pulumi.ComponentResource):
             dial_error_limit=60,
             per_dial_timeout=20,
         )
-        self.ready = command.remote.Command(
-            f"{name}-ready",
-            connection=self.connection,
-            create=READINESS_SCRIPT,
-            delete=RELEASE_VOLUME_SCRIPT,
-            # A replaced server must be waited for again.
-            triggers=[args.server_id],
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=args.server_ready_after,
-                # The delete must run on the old server, before its volume is detached; after a
-                # create-before-delete it would stop Docker on the new one (same IP and host key).
-                delete_before_replace=True,
-            ),
-        )
+        self.ready: command.remote.Command | None = None
+        if args.readiness_command:
+            self.ready = command.remote.Command(
+                f"{name}-ready",
+                connection=self.connection,
+                create=READINESS_SCRIPT,
+                delete=RELEASE_VOLUME_SCRIPT,
+                # A replaced server must be waited for again.
+                triggers=[args.server_id],
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    depends_on=args.server_ready_after,
+                    # The delete must run on the old server, before its volume is detached; after a
+                    # create-before-delete it would stop Docker on the new one (same IP and host key).
+                    delete_before_replace=True,
+                ),
+            )
+
+        # What every Docker resource waits for: the host being ready.
+        self.after: list[pulumi.Resource] = [self.ready] if self.ready is not None else []
 
         private_key_file = settings.ssh.private_key_file
         self.provider = docker.Provider(
@@ -121,10 +130,10 @@ class DockerHost(pulumi.ComponentResource):
             ssh_opts=pulumi.Output.from_input(args.host_public_key).apply(
                 lambda key: ssh_options(key, private_key_file)
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.ready]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=self.after),
         )
 
-        provider_opts = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[self.ready])
+        provider_opts = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=self.after)
         self.networks: dict[str, docker.Network] = {}
         for spec in layout.NETWORKS:
             ipam = [docker.NetworkIpamConfigArgs(subnet=spec.subnet)]
@@ -146,7 +155,13 @@ class DockerHost(pulumi.ComponentResource):
                 ),
             )
 
-        self.register_outputs({"readiness": self.ready.stdout})
+        self.register_outputs({"readiness": self.ready.stdout if self.ready is not None else None})
+
+    @property
+    def readiness(self) -> command.remote.Command:
+        """The readiness Command (the program always has one; see DockerHostArgs)."""
+        assert self.ready is not None, "DockerHost was built without its readiness Command"
+        return self.ready
 
 
 def ssh_command(user: str, ipv4: str, host_public_key: str, private_key_file: str | None = None) -> str:

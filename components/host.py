@@ -32,7 +32,7 @@ def firewall_rules(settings: StackSettings) -> list[FirewallRule]:
             "tcp", str(layout.SSH_PORT), tuple(settings.ssh.allowed_cidrs), "SSH from operator CIDRs"
         ),
         FirewallRule("tcp", str(layout.HTTP_PORT), everyone, "nginx: ACME HTTP-01 and redirects"),
-        # Pingoo listens on IPv4 only (components/pingoo.py), so 443 is open to IPv4 only.
+        # Pingoo listens on IPv4 only (services/edge/pingoo.py), so 443 is open to IPv4 only.
         FirewallRule("tcp", str(layout.HTTPS_PORT), (ANY_IPV4,), "Pingoo: tracker API and HTTP trackers"),
         FirewallRule("tcp", str(layout.GRAFANA_TLS_PORT), everyone, "nginx: Grafana"),
     ]

@@ -53,6 +53,9 @@ TRACKER_DATABASE_FILE = f"{TRACKER_LIB_DIR}/database/sqlite3.db"
 GRAFANA_DATA_DIR = f"{DATA_ROOT}/grafana"
 PROMETHEUS_DATA_DIR = f"{DATA_ROOT}/prometheus"
 BACKUP_DIR = f"{DATA_ROOT}/backups"
+# The backup job's systemd units (services/backups); the volume release stops them before unmounting.
+BACKUP_SERVICE_NAME = "torrust-backup.service"
+BACKUP_TIMER_NAME = "torrust-backup.timer"
 # The node exporter's textfile collector reads *.prom files here (the backup job writes its
 # metrics here, e.g. torrust_backup_last_success_timestamp_seconds; see templates/prometheus/rules).
 NODE_TEXTFILE_DIR = "/var/lib/node_exporter/textfile_collector"

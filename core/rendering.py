@@ -2,6 +2,10 @@
 
 Nothing here touches Pulumi, so every template is testable on its own and the offline plan writes
 exactly these strings. Templates use StrictUndefined: a missing variable is an error, not "".
+
+This module holds the one Jinja setup every service uses (`Templates`: one folder of templates) and
+the host-level files (cloud-init, daemon.json, the metadata block). Each service renders its own
+files from its own folder (services/<service>/render.py, services/<service>/templates/).
 """
 
 from __future__ import annotations
@@ -13,18 +17,10 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from core import layout
-from core.settings import DOCKER_CE_IMAGE, StackSettings, tracker_release, tracker_schema_version
+from core.settings import DOCKER_CE_IMAGE, StackSettings
 
+# Host-level templates (cloud-init, the DNS gate's script); services keep theirs in their folder.
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-
-_ENV = Environment(
-    loader=FileSystemLoader(str(TEMPLATES_DIR)),
-    undefined=StrictUndefined,
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    autoescape=False,
-)
 
 
 def _quote(value: object) -> str:
@@ -35,54 +31,35 @@ def _quote(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-_ENV.filters["quote"] = _quote
+class Templates:
+    """One folder of templates, rendered with the house settings (StrictUndefined, `quote`)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._env = Environment(
+            loader=FileSystemLoader(str(folder)),
+            undefined=StrictUndefined,
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            autoescape=False,
+        )
+        self._env.filters["quote"] = _quote
+
+    def render(self, name: str, **context: object) -> str:
+        return self._env.get_template(name).render(**context)
+
+    def text(self, name: str) -> str:
+        """A static file of the folder, as is."""
+        return (self.folder / name).read_text()
+
+
+HOST_TEMPLATES = Templates(TEMPLATES_DIR)
 
 
 def render_template(name: str, **context: object) -> str:
-    return _ENV.get_template(name).render(**context)
-
-
-@dataclass(frozen=True)
-class PingooService:
-    name: str
-    host: str
-    upstream: str
-    comment: str
-
-
-def pingoo_services(settings: StackSettings) -> list[PingooService]:
-    """Host-routed services on Pingoo's 443 listener, in routing order."""
-    domains = settings.domains
-    services = [
-        PingooService(
-            "tracker_api",
-            domains.tracker_api,
-            f"http://{layout.TRACKER_BACKEND_IP}:{layout.TRACKER_API_PORT}",
-            "Tracker REST API",
-        )
-    ]
-    for index, host in enumerate(domains.http_trackers):
-        services.append(
-            PingooService(
-                f"http_tracker_{index + 1}",
-                host,
-                f"http://{layout.TRACKER_BACKEND_IP}:{layout.http_tracker_port(index)}",
-                f"HTTP tracker {index + 1}",
-            )
-        )
-    services.append(
-        PingooService(
-            "grafana_redirect",
-            domains.grafana,
-            f"http://{layout.NGINX_EDGE_IP}:{layout.NGINX_REDIRECT_PORT}",
-            f"Grafana name on 443: nginx redirects to :{layout.GRAFANA_TLS_PORT}",
-        )
-    )
-    return services
-
-
-def acme_directory(settings: StackSettings) -> str:
-    return layout.LETSENCRYPT_STAGING if settings.acme.staging else layout.LETSENCRYPT_PRODUCTION
+    """A host-level template (templates/)."""
+    return HOST_TEMPLATES.render(name, **context)
 
 
 def image_version(image: str) -> str:
@@ -90,125 +67,6 @@ def image_version(image: str) -> str:
     name = image.split("@")[0]
     tail = name.rsplit("/", 1)[-1]
     return tail.split(":", 1)[1] if ":" in tail else image.split("@")[-1]
-
-
-def render_pingoo(settings: StackSettings) -> str:
-    return render_template(
-        "pingoo/pingoo.yml.j2",
-        stack=settings.stack,
-        pingoo_version=image_version(settings.images.pingoo),
-        https_port=layout.HTTPS_PORT,
-        directory_url=acme_directory(settings),
-        services=pingoo_services(settings),
-    )
-
-
-def render_nginx_redirector(settings: StackSettings) -> str:
-    return render_template(
-        "nginx/redirector.conf.j2",
-        stack=settings.stack,
-        http_port=layout.HTTP_PORT,
-        webroot=layout.NGINX_WEBROOT,
-        grafana_host=settings.domains.grafana,
-        grafana_tls_port=layout.GRAFANA_TLS_PORT,
-        redirect_port=layout.NGINX_REDIRECT_PORT,
-    )
-
-
-def render_nginx_grafana(settings: StackSettings) -> str:
-    return render_template(
-        "nginx/grafana.conf.j2",
-        stack=settings.stack,
-        grafana_host=settings.domains.grafana,
-        grafana_tls_port=layout.GRAFANA_TLS_PORT,
-        grafana_upstream=f"{layout.GRAFANA_BACKEND_IP}:{layout.GRAFANA_PORT}",
-        cert_dir=f"/etc/letsencrypt/live/{layout.GRAFANA_CERT_NAME}",
-    )
-
-
-# Configuration schema -> template. Every tracker release the settings accept (TRACKER_RELEASES)
-# maps to a schema that has a template here; tests/test_rendering.py keeps the two in step.
-TRACKER_TEMPLATES = {"2.0.0": "tracker/tracker.toml.j2"}
-
-
-def render_tracker_toml(settings: StackSettings) -> str:
-    tracker = settings.tracker
-    schema = tracker_schema_version(settings.images.tracker)
-    return render_template(
-        TRACKER_TEMPLATES[schema],
-        stack=settings.stack,
-        tracker_release=tracker_release(settings.images.tracker),
-        schema_version=schema,
-        log_level=tracker.log_level,
-        private=tracker.private,
-        announce_interval=tracker.announce_interval,
-        database_driver=tracker.database,
-        database_path=layout.TRACKER_DATABASE_PATH,
-        udp_ports=tracker.udp_ports,
-        http_ports=[layout.http_tracker_port(i) for i in range(len(settings.domains.http_trackers))],
-        api_port=layout.TRACKER_API_PORT,
-        health_port=layout.TRACKER_HEALTH_PORT,
-    )
-
-
-SCRAPE_INTERVAL = "15s"
-# The one scrape job: Prometheus -> json_exporter /probe -> tracker GET /api/v1/stats (JSON only in
-# v3.0.0: no ?format=prometheus, no /api/v1/metrics; docs/decisions/0008-tracker-version.md).
-TRACKER_STATS_JOB = "tracker_stats"
-JSON_EXPORTER_MODULE = "tracker_stats"  # the module name in templates/json-exporter/config.yml
-TRACKER_STATS_PATH = "/api/v1/stats"
-
-
-def tracker_stats_url(admin_token: str) -> str:
-    """The stats URL json_exporter fetches. v3.0.0 takes the token only as ?token= (query), see
-    src/servers/apis/v1/middlewares/auth.rs. The settings accept only URL-safe tokens
-    (core.settings.URL_SAFE_SECRETS), so the token goes in verbatim (and the plan's placeholder stays
-    findable in the rendered file)."""
-    return f"http://{layout.TRACKER}:{layout.TRACKER_API_PORT}{TRACKER_STATS_PATH}?token={admin_token}"
-
-
-def render_prometheus(settings: StackSettings, admin_token: str) -> str:
-    """prometheus.yml carries the admin token (in the probe's target URL): upload it as a secret."""
-    from core.alerts import prometheus_monitoring_context  # core.alerts renders with this module
-
-    return render_template(
-        "prometheus/prometheus.yml.j2",
-        stack=settings.stack,
-        scrape_interval=SCRAPE_INTERVAL,
-        job=TRACKER_STATS_JOB,
-        module=JSON_EXPORTER_MODULE,
-        target_url=tracker_stats_url(admin_token),
-        exporter=f"{layout.JSON_EXPORTER}:{layout.JSON_EXPORTER_PORT}",
-        instance=f"{layout.TRACKER}:{layout.TRACKER_API_PORT}",
-        **prometheus_monitoring_context(settings),
-    )
-
-
-def json_exporter_config() -> str:
-    """json_exporter's module file (static: the token travels in Prometheus' probe URL)."""
-    return (TEMPLATES_DIR / "json-exporter/config.yml").read_text()
-
-
-def render_grafana_datasource(settings: StackSettings) -> str:
-    return render_template(
-        "grafana/provisioning/datasources/prometheus.yaml.j2",
-        stack=settings.stack,
-        uid=layout.GRAFANA_DATASOURCE_UID,
-        url=f"http://{layout.PROMETHEUS}:{layout.PROMETHEUS_PORT}",
-        scrape_interval=SCRAPE_INTERVAL,
-    )
-
-
-def grafana_static_files() -> dict[str, str]:
-    """Dashboard provider and dashboards: static files, container path -> content."""
-    files = {
-        layout.GRAFANA_DASHBOARD_PROVIDER_FILE: (
-            TEMPLATES_DIR / "grafana/provisioning/dashboards/torrust.yaml"
-        ).read_text(),
-    }
-    for path in sorted((TEMPLATES_DIR / "grafana/dashboards").glob("*.json")):
-        files[f"{layout.GRAFANA_DASHBOARDS_DIR}/{path.name}"] = path.read_text()
-    return files
 
 
 @dataclass(frozen=True)

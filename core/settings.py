@@ -11,7 +11,7 @@ import difflib
 import ipaddress
 import re
 import shlex
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -37,7 +37,8 @@ STRUCTURED_KEYS = ("server", "ssh", "domains", "acme", "tracker", "images", "dat
 SECRET_MIN_LENGTHS = {"trackerAdminToken": 24, "grafanaAdminPassword": 16}
 SECRET_KEYS = tuple(SECRET_MIN_LENGTHS)
 # Alert receiver secrets (top-level keys, set with --secret, never generated): each one that is set
-# turns its receiver on (the SMTP password goes with `alerts.email`). core/alerts.py reads them.
+# turns its receiver on (the SMTP password goes with `alerts.email`). services/monitoring/alerts.py
+# reads them.
 ALERT_SECRET_KEYS = (
     "alertSmtpPassword",
     "alertWebhookUrl",
@@ -1109,3 +1110,20 @@ def check_secret_value(key: str, value: str | None, *, min_length: int) -> str |
             f"(it is sent in a URL query)\n      fix: {fix}"
         )
     return None
+
+
+def configured_receivers(settings: StackSettings, secrets: Collection[str]) -> list[str]:
+    """Names of the receivers that will get alerts (`secrets`: the alert secret keys that are set)."""
+    alerts = settings.alerts
+    names = []
+    if alerts.email is not None:
+        names.append("email")
+    if "alertWebhookUrl" in secrets:
+        names.append("webhook")
+    if "alertDiscordWebhookUrl" in secrets:
+        names.append("discord")
+    if "alertSlackWebhookUrl" in secrets:
+        names.append("slack")
+    if "alertTelegramBotToken" in secrets and alerts.telegram is not None:
+        names.append("telegram")
+    return names

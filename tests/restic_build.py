@@ -1,10 +1,10 @@
-"""The pinned restic (core.backup.RESTIC_VERSION) and rest-server for the real-tool tests, built once
-into the cache.
+"""The pinned restic (services.backups.backup.RESTIC_VERSION) and rest-server for the real-tool tests,
+built once into the cache.
 
 `python -m tests.restic_build` builds it (CI calls the same code through the `restic` fixture);
 later runs find it in ${TORRUST_CACHE:-/var/cache/torrust-hybrid-tls}/restic-<version>/bin/restic.
 The build is `go install github.com/restic/restic/cmd/restic@v<version>` from the Go module proxy
-(the server installs the release binary of the same version instead, core.backup._restic_install).
+(the server installs the release binary of the same version instead, services.backups.backup._restic_install).
 restic 0.19.1's go.mod needs Go >= 1.25; when the `go` on PATH is missing or older (Debian 12 ships
 1.19), the Go toolchain itself comes from the module proxy too (module golang.org/toolchain, the
 archive the go command fetches for GOTOOLCHAIN), checked against a pinned sha256.
@@ -30,7 +30,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from core.backup import RESTIC_VERSION
+from services.backups.backup import RESTIC_VERSION
 
 RESTIC_MODULE = "github.com/restic/restic/cmd/restic"
 GO_MIN = (1, 25)

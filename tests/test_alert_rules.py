@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
-from core import alerts, layout
-from core.settings import StackSettings, load_settings
+from core import layout
+from core.settings import StackSettings, configured_receivers, load_settings
+from services.monitoring import alerts
 from tests.conftest import dev_config
 from tests.realtools import (
     RenderedPlan,
@@ -159,7 +160,7 @@ def test_probes_verify_production_certificates_and_skip_only_the_staging_chain()
 
 
 def test_prometheus_scrapes_probes_exporters_and_sends_to_alertmanager() -> None:
-    from core.rendering import render_prometheus
+    from services.monitoring.render import render_prometheus
 
     config = yaml.safe_load(render_prometheus(settings_with(), "tok"))
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
@@ -192,7 +193,7 @@ def test_alertmanager_receivers_follow_settings_and_secrets() -> None:
     }
     assert receiver["telegram_configs"][0]["chat_id"] == -1001234567890
     assert receiver["telegram_configs"][0]["bot_token"] == ALL_SECRETS["alertTelegramBotToken"]
-    assert alerts.configured_receivers(settings_with(ALL_RECEIVERS), ALL_SECRETS) == [
+    assert configured_receivers(settings_with(ALL_RECEIVERS), ALL_SECRETS) == [
         "email",
         "webhook",
         "discord",
@@ -202,7 +203,7 @@ def test_alertmanager_receivers_follow_settings_and_secrets() -> None:
     # Nothing configured: a receiver without integrations (Alertmanager's "null" receiver).
     empty = yaml.safe_load(alerts.render_alertmanager(settings_with(), {}))
     assert empty["receivers"] == [{"name": "operator"}]
-    assert alerts.configured_receivers(settings_with(), {}) == []
+    assert configured_receivers(settings_with(), {}) == []
 
 
 # --- real tools ----------------------------------------------------------------------------------

@@ -22,9 +22,10 @@ import pulumi_command as command
 import pytest
 from pulumi.runtime import settings as pulumi_settings
 
-from components.backups import Backups, BackupsArgs
-from core import backup, layout
+from core import layout
 from core.settings import PROJECT, StackSettings, load_settings
+from services.backups import backup
+from services.backups.backups import Backups, BackupsArgs
 from tests.conftest import dev_config
 from tests.realtools import require_tool
 from tools.mocks import (

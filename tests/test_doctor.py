@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from components.tracker import ADMIN_TOKEN_ENV
 from core import layout
+from services.tracker.tracker import ADMIN_TOKEN_ENV
 from tests.realtools import (
     LOOPBACK4,
     LOOPBACK6,
@@ -97,7 +97,7 @@ def start_tracker(plan: RenderedPlan, workdir: Path) -> Tracker:
 
 
 def edge_conf(names: dict[str, tuple[Path, Path]], upstreams: dict[str, str], grafana: str, port: int) -> str:
-    """Pingoo's role on 443: TLS 1.3 only, route by name (templates/pingoo/pingoo.yml.j2)."""
+    """Pingoo's role on 443: TLS 1.3 only, route by name (services/edge/templates/pingoo/pingoo.yml.j2)."""
     servers = []
     for name, (cert, key) in names.items():
         if name == grafana:

@@ -19,8 +19,9 @@ import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DASHBOARDS_DIR = REPO_ROOT / "templates" / "grafana" / "dashboards"
-PROVIDER_FILE = REPO_ROOT / "templates" / "grafana" / "provisioning" / "dashboards" / "torrust.yaml"
+MONITORING_TEMPLATES = REPO_ROOT / "services" / "monitoring" / "templates"
+DASHBOARDS_DIR = MONITORING_TEMPLATES / "grafana" / "dashboards"
+PROVIDER_FILE = MONITORING_TEMPLATES / "grafana" / "provisioning" / "dashboards" / "torrust.yaml"
 
 # Folder the deployment uploads the dashboard JSON files to on the Grafana container.
 GRAFANA_DASHBOARDS_PATH = "/etc/grafana/dashboards/torrust"
@@ -43,7 +44,7 @@ FORBIDDEN_TOP_LEVEL_KEYS = frozenset(
 # turning the tracker v3.0.0 JSON /api/v1/stats into metrics, one per field of its module config.
 # tests/test_real_tracker.py proves with the real tracker, json_exporter and Prometheus that exactly
 # these series exist after a scrape.
-JSON_EXPORTER_CONFIG = REPO_ROOT / "templates" / "json-exporter" / "config.yml"
+JSON_EXPORTER_CONFIG = MONITORING_TEMPLATES / "json-exporter" / "config.yml"
 
 
 def exporter_metric_names() -> frozenset[str]:
@@ -53,8 +54,9 @@ def exporter_metric_names() -> frozenset[str]:
 
 METRICS_BY_JOB: dict[str, frozenset[str]] = {"tracker_stats": exporter_metric_names()}
 # Blackbox probes (prometheus/blackbox_exporter v0.28.0 prober/handler.go, prober/prober.go) per probe job
-# of core/alerts.py, and the node exporter (node_exporter v1.12.1 collector/filesystem_common.go)
-# with the backup job's textfile metric (core.alerts.BACKUP_METRIC).
+# of services/monitoring/alerts.py, and the node exporter (node_exporter v1.12.1
+# collector/filesystem_common.go)
+# with the backup job's textfile metric (services.monitoring.alerts.BACKUP_METRIC).
 _PROBE_METRICS = frozenset({"probe_success", "probe_duration_seconds", "probe_ssl_earliest_cert_expiry"})
 METRICS_BY_JOB.update(
     {
@@ -323,8 +325,8 @@ def test_protocols_covers_udp_http_ipv4_ipv6() -> None:
 
 
 def test_endpoints_dashboard_shows_days_left_and_every_probe_job() -> None:
-    from core import alerts
     from core.settings import load_settings
+    from services.monitoring import alerts
     from tests.conftest import dev_config
 
     dashboard = load_dashboard("endpoints.json")

@@ -33,8 +33,9 @@ from typing import Any
 
 import pytest
 
-from core import backup, layout
+from core import layout
 from core.settings import StackSettings, load_settings
+from services.backups import backup
 from tests.conftest import dev_config
 from tests.realtools import LOOPBACK4, Proc, free_port, missing, real_tools_required, require_tool, run
 from tests.restic_build import (
@@ -713,7 +714,7 @@ def test_rest_server_repository_with_credentials(
 def test_the_real_node_exporter_reads_the_metrics_file(
     stack: Stack, sftp: SftpServer, tmp_path: Path
 ) -> None:
-    from core import alerts
+    from services.monitoring import alerts
     from tests.test_real_node_exporter import scrape
 
     stack.write_env(sftp.repository, sftp)

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from core import backup
 from core.settings import ConfigError, StackSettings, load_settings
+from services.backups import backup
 from tests.conftest import REPO_ROOT, Deploy, dev_config
 from tests.realtools import require_tool
 from tools.mocks import (
@@ -426,7 +426,8 @@ def test_restic_of_the_pinned_version_is_not_downloaded_again(tmp_path: Path) ->
 
 
 def test_the_backup_script_writes_what_the_alerts_and_the_node_exporter_read() -> None:
-    from core import alerts, layout
+    from core import layout
+    from services.monitoring import alerts
 
     script = backup.render_backup_script(stack_settings({}))
     assert re.search(rf"^{alerts.BACKUP_METRIC} \$last_success$", script, re.MULTILINE)

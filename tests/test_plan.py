@@ -163,8 +163,8 @@ def test_plan_labels_mock_addresses(plan_dir: Path, tmp_path: Path) -> None:
 
 
 def test_plan_writes_the_backup_script_and_units(plan_dir: Path) -> None:
-    from core.backup import render_backup_script, render_backup_service, render_backup_timer
     from core.settings import load_settings
+    from services.backups.backup import render_backup_script, render_backup_service, render_backup_timer
     from tests.conftest import dev_config
 
     settings = load_settings("dev", dev_config().get)

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from components.tracker import ADMIN_TOKEN_ENV
 from core import layout
+from services.tracker.tracker import ADMIN_TOKEN_ENV
 from tests.conftest import PASSWORD, TOKEN, Deploy
 from tools.mocks import (
     EXAMPLE_HOST_PUBLIC_KEY,
@@ -134,7 +134,7 @@ def test_udp_ports_follow_config(deploy: Deploy) -> None:
 def test_published_ports_per_container(deploy: Deploy) -> None:
     run = deploy()
     both = ("0.0.0.0", "::")
-    # Pingoo cannot listen on IPv6 (components/pingoo.py): 443 is published on IPv4 only.
+    # Pingoo cannot listen on IPv6 (services/edge/pingoo.py): 443 is published on IPv4 only.
     assert published(run, "pingoo") == {(443, 443, "tcp", "0.0.0.0")}
     assert published(run, "nginx-certbot") == {(p, p, "tcp", ip) for p in (80, 3443) for ip in both}
     assert published(run, "tracker") == {(6969, 6969, "udp", ip) for ip in both}
@@ -679,7 +679,7 @@ def test_public_surface_is_exactly_the_firewall(deploy: Deploy) -> None:
             assert int(port["internal"]) == int(port["external"]), registration.name
             families.setdefault((port["protocol"], int(port["external"])), set()).add(port["ip"])
         for key, ips in families.items():
-            # Everything on both families, but Pingoo's 443 (IPv4 only, components/pingoo.py).
+            # Everything on both families, but Pingoo's 443 (IPv4 only, services/edge/pingoo.py).
             expected = {"0.0.0.0"} if key == ("tcp", 443) else {"0.0.0.0", "::"}
             assert ips == expected, (registration.name, key)
             published_ports.add(key)

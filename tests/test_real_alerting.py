@@ -32,8 +32,9 @@ from typing import Any
 import pytest
 import yaml
 
-from core import alerts, layout
+from core import layout
 from core.settings import load_settings
+from services.monitoring import alerts
 from tests.conftest import dev_config
 from tests.realtools import (
     LOOPBACK4,

@@ -1,7 +1,8 @@
-"""The real node exporter (Debian 1.5; the image pins v1.12.1) run the way components/node_exporter.py
-runs it: its own PID and mount namespaces (like a container without `--pid=host`), the host's `/`
-bind-mounted read-only under a scratch "/host", `--path.rootfs` pointing there, and the textfile
-collector reading the backup job's directory through it.
+"""The real node exporter (Debian 1.5; the image pins v1.12.1) run the way
+services/monitoring/node_exporter.py runs it: its own PID and mount namespaces (like a container
+without `--pid=host`), the host's `/` bind-mounted read-only under a scratch "/host",
+`--path.rootfs` pointing there, and the textfile collector reading the backup job's directory
+through it.
 
 A tmpfs stands in for the data volume: it is mounted, copied into "/host" with the rest of `/`, then
 unmounted from its original place, so that — as in the container — it exists only under "/host".
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from core import alerts
+from services.monitoring import alerts
 from tests.realtools import LOOPBACK4, Proc, free_port, missing, require_tool
 
 VOLUME_BYTES = 10 * 1024 * 1024

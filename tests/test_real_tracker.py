@@ -41,9 +41,9 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 import pytest
 import yaml
 
-from components.tracker import ADMIN_TOKEN_ENV
 from core import layout
 from core.settings import ImageSettings
+from services.tracker.tracker import ADMIN_TOKEN_ENV
 from tests.oracles.tracker_schema import check_tracker_toml
 from tests.realtools import (
     LOOPBACK4,
@@ -174,7 +174,7 @@ def start_tracker(bin_dir: Path, config_text: str, token: str, work: Path) -> tu
     config.write_text(config_text)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        # The container's environment contract (components/tracker.py tracker_env).
+        # The container's environment contract (services/tracker/tracker.py tracker_env).
         "TORRUST_TRACKER_CONFIG_TOML_PATH": str(config),
         "TORRUST_TRACKER_CONFIG_OVERRIDE_CORE__DATABASE__DRIVER": "sqlite3",
         ADMIN_TOKEN_ENV: token,

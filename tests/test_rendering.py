@@ -12,6 +12,9 @@ import yaml
 
 from core import layout, rendering
 from core.settings import TRACKER_RELEASES, StackSettings, load_settings
+from services.edge import render as edge_render
+from services.monitoring import render as monitoring_render
+from services.tracker import render as tracker_render
 from tests.conftest import dev_config
 from tests.oracles.pingoo_check import check_pingoo_config, config_warnings, route_request
 
@@ -29,7 +32,7 @@ def two_http_trackers() -> StackSettings:
 
 
 def test_rendered_pingoo_passes_the_schema_checker() -> None:
-    config = check_pingoo_config(rendering.render_pingoo(settings()))
+    config = check_pingoo_config(edge_render.render_pingoo(settings()))
     assert config_warnings(config) == []
 
 
@@ -51,7 +54,7 @@ def test_rendered_pingoo_passes_the_schema_checker() -> None:
     ],
 )
 def test_each_public_name_reaches_exactly_its_upstream(host: str, service: str | None) -> None:
-    config = check_pingoo_config(rendering.render_pingoo(two_http_trackers()))
+    config = check_pingoo_config(edge_render.render_pingoo(two_http_trackers()))
     for path in ("/announce", "/", "/api/v1/stats", "/health_check"):
         assert route_request(config, "https", host, path) == service
     if service is not None:
@@ -68,8 +71,8 @@ def test_each_public_name_reaches_exactly_its_upstream(host: str, service: str |
 
 def test_pingoo_upstreams_match_the_tracker_config() -> None:
     s = two_http_trackers()
-    services = yaml.safe_load(rendering.render_pingoo(s))["services"]
-    toml = tomllib.loads(rendering.render_tracker_toml(s))
+    services = yaml.safe_load(edge_render.render_pingoo(s))["services"]
+    toml = tomllib.loads(tracker_render.render_tracker_toml(s))
     http_ports = [int(t["bind_address"].rsplit(":", 1)[1]) for t in toml["http_trackers"]]
     assert services["tracker_api"]["http_proxy"] == [
         f"http://{layout.TRACKER_BACKEND_IP}:{layout.TRACKER_API_PORT}"
@@ -84,7 +87,7 @@ def test_pingoo_upstreams_match_the_tracker_config() -> None:
 
 
 def test_tracker_toml() -> None:
-    toml = tomllib.loads(rendering.render_tracker_toml(settings()))
+    toml = tomllib.loads(tracker_render.render_tracker_toml(settings()))
     assert toml["metadata"] == {
         "app": "torrust-tracker",
         "purpose": "configuration",
@@ -103,12 +106,15 @@ def test_tracker_toml() -> None:
 def test_private_tracker_toml() -> None:
     tracker = dev_config()["tracker"]
     tracker["private"] = True
-    assert tomllib.loads(rendering.render_tracker_toml(settings(tracker=tracker)))["core"]["private"] is True
+    assert (
+        tomllib.loads(tracker_render.render_tracker_toml(settings(tracker=tracker)))["core"]["private"]
+        is True
+    )
 
 
 def test_prometheus_scrapes_the_stats_through_json_exporter_with_the_token() -> None:
     # v3.0.0 has no metrics endpoint: one job, json_exporter's /probe fetching the JSON stats.
-    config = yaml.safe_load(rendering.render_prometheus(settings(), "tok-123"))
+    config = yaml.safe_load(monitoring_render.render_prometheus(settings(), "tok-123"))
     # The only job that carries the token (the others are probes, the node exporter, Alertmanager).
     jobs = [job for job in config["scrape_configs"] if "tok-123" in json.dumps(job)]
     assert [job["job_name"] for job in jobs] == ["tracker_stats"]
@@ -121,33 +127,35 @@ def test_prometheus_scrapes_the_stats_through_json_exporter_with_the_token() -> 
     assert job["static_configs"] == [
         {"targets": ["json-exporter:7979"], "labels": {"instance": "tracker:1212"}}
     ]
-    modules = yaml.safe_load(rendering.json_exporter_config())["modules"]
+    modules = yaml.safe_load(monitoring_render.json_exporter_config())["modules"]
     assert set(modules) == {job["params"]["module"][0]}
 
 
 def test_prometheus_target_carries_the_token_verbatim() -> None:
     # Printable characters the settings accept (all but URL_QUERY_SPECIAL), the plan's placeholder too.
     token = "Ab3-._~<plan-placeholder:x>!@$'()*,/?" + "x" * 20
-    config = yaml.safe_load(rendering.render_prometheus(settings(), token))
+    config = yaml.safe_load(monitoring_render.render_prometheus(settings(), token))
     target = urlsplit(config["scrape_configs"][0]["params"]["target"][0])
     assert parse_qs(target.query) == {"token": [token]}
 
 
 def test_every_accepted_tracker_release_has_a_template() -> None:
     for tag, schema in TRACKER_RELEASES.items():
-        text = rendering.render_tracker_toml(settings(images={"tracker": f"torrust/tracker:{tag}"}))
+        text = tracker_render.render_tracker_toml(settings(images={"tracker": f"torrust/tracker:{tag}"}))
         assert tomllib.loads(text)["metadata"]["schema_version"] == schema
         assert f"torrust/tracker {tag}" in text
 
 
 def test_grafana_datasource_uid_matches_the_dashboards() -> None:
-    datasource = yaml.safe_load(rendering.render_grafana_datasource(settings()))["datasources"][0]
+    datasource = yaml.safe_load(monitoring_render.render_grafana_datasource(settings()))["datasources"][0]
     assert datasource["uid"] == layout.GRAFANA_DATASOURCE_UID
     assert datasource["url"] == "http://prometheus:9090"
-    for path, content in rendering.grafana_static_files().items():
+    for path, content in monitoring_render.grafana_static_files().items():
         if path.endswith(".json"):
             assert f'"uid": "{layout.GRAFANA_DATASOURCE_UID}"' in content.replace('"uid":"', '"uid": "')
-    provider = yaml.safe_load(rendering.grafana_static_files()[layout.GRAFANA_DASHBOARD_PROVIDER_FILE])
+    provider = yaml.safe_load(
+        monitoring_render.grafana_static_files()[layout.GRAFANA_DASHBOARD_PROVIDER_FILE]
+    )
     assert provider["providers"][0]["options"]["path"] == layout.GRAFANA_DASHBOARDS_DIR
 
 
@@ -183,7 +191,7 @@ def test_templates_fail_on_missing_variables() -> None:
     from jinja2 import UndefinedError
 
     with pytest.raises(UndefinedError):
-        rendering.render_template("pingoo/pingoo.yml.j2", stack="dev")
+        edge_render.TEMPLATES.render("pingoo/pingoo.yml.j2", stack="dev")
 
 
 @pytest.mark.parametrize(
@@ -198,7 +206,7 @@ def test_mutated_rendered_pingoo_is_rejected(old: str, new: str, message: str) -
     """A typo in a copy of the rendered pingoo.yml fails (Pingoo itself would ignore it silently)."""
     from tests.oracles.pingoo_check import PingooConfigError
 
-    rendered = rendering.render_pingoo(settings())
+    rendered = edge_render.render_pingoo(settings())
     assert old in rendered
     with pytest.raises(PingooConfigError, match=message):
         check_pingoo_config(rendered.replace(old, new, 1))

@@ -137,7 +137,7 @@ def uploaded_files(registrations: list[Registration]) -> dict[str, dict[str, str
     return files
 
 
-# What core/backup.py's _heredoc_install writes: install ... /dev/stdin <path> <<'<delimiter>'
+# What services/backups/backup.py's _heredoc_install writes: install ... /dev/stdin <path> <<'<delimiter>'
 _HEREDOC_INSTALL = re.compile(
     r"^install -m [0-7]+ -o root -g root /dev/stdin (?P<path>\S+) <<'(?P<delim>[A-Z0-9_]+)'\n"
     r"(?P<body>.*?)^(?P=delim)\n",

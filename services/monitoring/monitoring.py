@@ -8,14 +8,14 @@ import pulumi
 
 from components.containers import ContainerSpec, ServiceArgs, create_service_container, secret_env
 from core import layout
-from core.alerts import prometheus_rule_files
-from core.rendering import (
+from core.settings import StackSettings
+from services.monitoring.alerts import prometheus_rule_files
+from services.monitoring.render import (
     grafana_static_files,
     json_exporter_config,
     render_grafana_datasource,
     render_prometheus,
 )
-from core.settings import StackSettings
 
 PROMETHEUS_RETENTION = "30d"
 # Bounded so that metrics can never fill the data volume the database and certificates live on.

@@ -11,7 +11,7 @@ import pulumi
 
 from components.containers import ContainerSpec, ServiceArgs, create_service_container
 from core import layout
-from core.alerts import render_blackbox_config
+from services.monitoring.alerts import render_blackbox_config
 
 
 class BlackboxExporter(pulumi.ComponentResource):

@@ -16,7 +16,8 @@ import pulumi_hcloud as hcloud
 import pulumi_random as random
 import pulumi_tls as tls
 
-from core.backup import (
+from core.settings import StackSettings
+from services.backups.backup import (
     STORAGE_BOX_SFTP_PORT,
     backup_install_script,
     backup_remove_script,
@@ -27,14 +28,13 @@ from core.backup import (
     restic_host,
     sftp_args,
 )
-from core.settings import StackSettings
 
 
 @dataclass
 class BackupsArgs:
     settings: StackSettings
     connection: command.remote.ConnectionArgs
-    # The host readiness Command (DockerHost.ready). It is replaced with the server, and its new ID
+    # The host readiness Command (DockerHost.readiness). It is replaced with the server, and its new ID
     # re-installs the timer on the new server.
     ready: pulumi.CustomResource
     # Off-site (backup.offsite): the configured restic password (else generated) and the values of
@@ -123,6 +123,29 @@ class Offsite(pulumi.ComponentResource):
             assert offsite.repository is not None
             self.repository = pulumi.Output.from_input(offsite.repository)
         self.register_outputs({"repository": self.repository, "sshPublicKey": self.ssh_public_key})
+
+    def summary(self, settings: StackSettings) -> pulumi.Output[dict[str, object]]:
+        """The `offsite` stack output: where the copies go and on which schedule (no secrets)."""
+        offsite = settings.backup.offsite
+        return pulumi.Output.all(self.repository, self.ssh_public_key).apply(
+            lambda values: {
+                "kind": offsite.kind,
+                "repository": values[0],
+                "sshPublicKey": values[1],
+                "storageBox": offsite.storage_box.model_dump(by_alias=True)
+                if offsite.kind == "storageBox"
+                else None,
+                "backupSchedule": settings.backup.schedule,
+                "checkSchedule": offsite.check_schedule,
+                "checkSubset": offsite.check_subset,
+                "keep": {
+                    "daily": offsite.keep_daily,
+                    "weekly": offsite.keep_weekly,
+                    "monthly": offsite.keep_monthly,
+                },
+                "credentials": sorted(offsite.credentials),
+            }
+        )
 
 
 class Backups(pulumi.ComponentResource):

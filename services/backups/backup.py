@@ -1,6 +1,6 @@
 """Scheduled backups on the host: the backup script, its systemd units and the shell that installs them.
 
-Pure, like core.rendering: settings in, text out. components/backups.py runs `backup_install_script`
+Pure, like core.rendering: settings in, text out. services/backups/backups.py runs `backup_install_script`
 over SSH after the host is ready (not in cloud-init: a user_data change replaces the server).
 Runbook: docs/backup-restore.md.
 """
@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+from pathlib import Path
 
 from core import layout
-from core.rendering import render_template
+from core.rendering import Templates
 from core.settings import StackSettings
 
+TEMPLATES = Templates(Path(__file__).resolve().parent / "templates")
+
 SCRIPT_PATH = "/usr/local/sbin/torrust-backup"
-SERVICE_NAME = "torrust-backup.service"
-TIMER_NAME = "torrust-backup.timer"
+# In core.layout: the host's volume release (components/docker_host.py) stops them too.
+SERVICE_NAME = layout.BACKUP_SERVICE_NAME
+TIMER_NAME = layout.BACKUP_TIMER_NAME
 SERVICE_PATH = f"/etc/systemd/system/{SERVICE_NAME}"
 TIMER_PATH = f"/etc/systemd/system/{TIMER_NAME}"
 # Off-site (backup.offsite): the restore command, the check units, credentials and restic.
@@ -30,7 +34,8 @@ OFFSITE_ENV = f"{OFFSITE_DIR}/offsite.env"
 RESTIC_PASSWORD_FILE = f"{OFFSITE_DIR}/restic-password"
 SSH_KEY_FILE = f"{OFFSITE_DIR}/ssh/id_ed25519"
 KNOWN_HOSTS_FILE = f"{OFFSITE_DIR}/ssh/known_hosts"
-# node_exporter's textfile collector folder (--collector.textfile.directory, components/node_exporter.py).
+# node_exporter's textfile collector folder (--collector.textfile.directory,
+# services/monitoring/node_exporter.py).
 METRICS_DIR = layout.NODE_TEXTFILE_DIR
 # restic, pinned: Debian 12 ships 0.14.0 (no exit codes 10/12, no `snapshot:subfolder` restore).
 # The release binary (https://github.com/restic/restic/releases/tag/v0.19.1, a bare bzip2 of the
@@ -91,7 +96,7 @@ def _data_paths() -> dict[str, str]:
 
 def render_backup_script(settings: StackSettings) -> str:
     offsite = settings.backup.offsite
-    return render_template(
+    return TEMPLATES.render(
         "backup/torrust-backup.sh.j2",
         stack=settings.stack,
         script_path=SCRIPT_PATH,
@@ -111,7 +116,7 @@ def render_backup_script(settings: StackSettings) -> str:
 
 
 def render_restore_script(settings: StackSettings) -> str:
-    return render_template(
+    return TEMPLATES.render(
         "backup/torrust-restore.sh.j2",
         stack=settings.stack,
         restore_path=RESTORE_PATH,
@@ -126,7 +131,7 @@ def render_restore_script(settings: StackSettings) -> str:
 
 
 def render_backup_service(settings: StackSettings, mode: str = "") -> str:
-    return render_template(
+    return TEMPLATES.render(
         "backup/torrust-backup.service.j2",
         stack=settings.stack,
         script_path=SCRIPT_PATH,
@@ -145,7 +150,7 @@ def render_check_service(settings: StackSettings) -> str:
 
 def render_check_timer(settings: StackSettings) -> str:
     offsite = settings.backup.offsite
-    return render_template(
+    return TEMPLATES.render(
         "backup/torrust-backup-check.timer.j2",
         stack=settings.stack,
         # Validated by OffsiteSettings (OnCalendar characters only).
@@ -156,7 +161,7 @@ def render_check_timer(settings: StackSettings) -> str:
 
 
 def render_backup_timer(settings: StackSettings) -> str:
-    return render_template(
+    return TEMPLATES.render(
         "backup/torrust-backup.timer.j2",
         stack=settings.stack,
         # Validated by BackupSettings (no newlines, only OnCalendar characters).
@@ -190,7 +195,7 @@ def backup_install_script(settings: StackSettings) -> str:
     offsite = settings.backup.offsite.enabled
     parts = [
         "#!/bin/bash\n",
-        f"# torrust-hybrid-tls backups for stack {settings.stack} (components/backups.py)\n",
+        f"# torrust-hybrid-tls backups for stack {settings.stack} (services/backups/backups.py)\n",
         "set -euo pipefail\n",
         "umask 022\n",
         f"install -d -m 0700 -o root -g root {shlex.quote(layout.BACKUP_DIR)}\n",
@@ -271,7 +276,7 @@ def offsite_env_file(
     Plain text of secrets: call it inside an Output.apply of secret Outputs only.
     """
     lines = [
-        "# Written by Pulumi (components/backups.py); secret, mode 0600.",
+        "# Written by Pulumi (services/backups/backups.py); secret, mode 0600.",
         f"RESTIC_REPOSITORY={shlex.quote(repository)}",
         f"RESTIC_PASSWORD_FILE={shlex.quote(password_file)}",
     ]

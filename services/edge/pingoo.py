@@ -13,7 +13,7 @@ from components.containers import (
     create_service_container,
 )
 from core import layout
-from core.rendering import render_pingoo
+from services.edge.render import render_pingoo
 
 
 class PingooEdge(pulumi.ComponentResource):

@@ -14,8 +14,8 @@ from components.containers import (
     secret_env,
 )
 from core import layout
-from core.rendering import render_tracker_toml
 from core.settings import StackSettings
+from services.tracker.render import render_tracker_toml
 
 ADMIN_TOKEN_ENV = "TORRUST_TRACKER_CONFIG_OVERRIDE_HTTP_API__ACCESS_TOKENS__ADMIN"
 

@@ -7,8 +7,8 @@ import pulumi
 
 from components.containers import ContainerSpec, PublishedPort, ServiceArgs, create_service_container
 from core import layout
-from core.rendering import render_nginx_grafana, render_nginx_redirector
 from core.settings import StackSettings
+from services.edge.render import render_nginx_grafana, render_nginx_redirector
 
 HEALTH_URL = f"http://127.0.0.1:{layout.NGINX_REDIRECT_PORT}/.well-known/torrust-edge-health"
 

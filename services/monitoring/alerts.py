@@ -13,12 +13,16 @@ Upstream sources read for the values below (docs/decisions/0010-alerts-from-insi
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from core import layout
-from core.rendering import render_template
-from core.settings import PROJECT, StackSettings
+from core.rendering import Templates
+from core.settings import StackSettings, configured_receivers
+
+# Every monitoring template (Prometheus, Grafana, json_exporter, blackbox, Alertmanager).
+TEMPLATES = Templates(Path(__file__).resolve().parent / "templates")
 
 # Probe modules, in templates/blackbox/config.yml.j2.
 TLS_MODULE = "tls_connect"
@@ -89,7 +93,7 @@ def probe_jobs(settings: StackSettings) -> list[ProbeJob]:
 
 
 def render_blackbox_config(settings: StackSettings) -> str:
-    return render_template("blackbox/config.yml.j2", stack=settings.stack, skip_verify=settings.acme.staging)
+    return TEMPLATES.render("blackbox/config.yml.j2", stack=settings.stack, skip_verify=settings.acme.staging)
 
 
 def prometheus_monitoring_context(settings: StackSettings) -> dict[str, object]:
@@ -113,7 +117,7 @@ RULES_FILE_NAME = "torrust.yml"
 
 def render_alert_rules(settings: StackSettings) -> str:
     thresholds = settings.alerts.thresholds
-    return render_template(
+    return TEMPLATES.render(
         "prometheus/rules/torrust.yml.j2",
         stack=settings.stack,
         thresholds=thresholds,
@@ -134,68 +138,10 @@ def prometheus_rule_files(settings: StackSettings) -> dict[str, str]:
 # --- Alertmanager -------------------------------------------------------------------------------
 
 
-def configured_receivers(settings: StackSettings, secrets: Collection[str]) -> list[str]:
-    """Names of the receivers that will get alerts (`secrets`: the alert secret keys that are set)."""
-    alerts = settings.alerts
-    names = []
-    if alerts.email is not None:
-        names.append("email")
-    if "alertWebhookUrl" in secrets:
-        names.append("webhook")
-    if "alertDiscordWebhookUrl" in secrets:
-        names.append("discord")
-    if "alertSlackWebhookUrl" in secrets:
-        names.append("slack")
-    if "alertTelegramBotToken" in secrets and alerts.telegram is not None:
-        names.append("telegram")
-    return names
-
-
-def alert_secret_problems(settings: StackSettings, present: set[str]) -> list[str]:
-    """Receiver settings and receiver secrets that only make sense together."""
-    alerts = settings.alerts
-    problems = []
-    if alerts.email is not None and alerts.email.username and "alertSmtpPassword" not in present:
-        problems.append(
-            f"  - {PROJECT}:alertSmtpPassword: alerts.email.username is set but the SMTP password is not\n"
-            "      fix: pulumi config set --secret alertSmtpPassword <password>"
-        )
-    if "alertSmtpPassword" in present and (alerts.email is None or not alerts.email.username):
-        problems.append(
-            f"  - {PROJECT}:alerts.email.username: alertSmtpPassword is set but no SMTP user goes with it\n"
-            "      fix: pulumi config set --path 'alerts.email.username' alerts@example.com"
-            "   (or pulumi config rm alertSmtpPassword)"
-        )
-    if "alertTelegramBotToken" in present and alerts.telegram is None:
-        problems.append(
-            f"  - {PROJECT}:alerts.telegram.chatId: alertTelegramBotToken is set but no chat to send to\n"
-            "      fix: pulumi config set --path 'alerts.telegram.chatId' -1001234567890"
-        )
-    if alerts.telegram is not None and "alertTelegramBotToken" not in present:
-        problems.append(
-            f"  - {PROJECT}:alertTelegramBotToken: alerts.telegram is set but the bot token is not\n"
-            "      fix: pulumi config set --secret alertTelegramBotToken <token from @BotFather>"
-        )
-    if alerts.slack is not None and "alertSlackWebhookUrl" not in present:
-        problems.append(
-            f"  - {PROJECT}:alertSlackWebhookUrl: alerts.slack is set but the incoming webhook URL is not\n"
-            "      fix: pulumi config set --secret alertSlackWebhookUrl https://hooks.slack.com/services/..."
-        )
-    return problems
-
-
-NO_RECEIVER_WARNING = (
-    "no alert receiver is configured: Alertmanager runs, but alerts (certificate expiry, endpoints "
-    "down, disk full, stale backups) go nowhere. Set alerts.email or one of the secrets "
-    "alertWebhookUrl, alertDiscordWebhookUrl, alertSlackWebhookUrl, alertTelegramBotToken "
-    "(README 'Alerts')."
-)
-
-
 def render_alertmanager(settings: StackSettings, secrets: Mapping[str, str]) -> str:
     """alertmanager.yml; carries the receiver secrets, so callers keep it a Pulumi secret."""
     alerts = settings.alerts
-    return render_template(
+    return TEMPLATES.render(
         "alertmanager/alertmanager.yml.j2",
         stack=settings.stack,
         email=alerts.email,

@@ -10,7 +10,7 @@ import pulumi
 
 from components.containers import ContainerSpec, ServiceArgs, create_service_container
 from core import layout
-from core.alerts import render_alertmanager
+from services.monitoring.alerts import render_alertmanager
 
 
 @dataclass

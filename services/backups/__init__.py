@@ -1,0 +1,1 @@
+"""Backups on the host (systemd timer over SSH) and off-site copies (restic)."""

@@ -1,0 +1,1 @@
+"""The Torrust tracker: its container and its tracker.toml."""
