@@ -1,5 +1,5 @@
 # torrust-hybrid-tls — developer entry points. Interfaces other tools rely on:
-#   make test                 Python-only suite; real-tool tests skip with a reason when a tool is missing
+#   make test                 the unit tier (seconds); real-tool, e2e and engine tests skip with the reason
 #   make check                lint + types + every test, real tools required (REQUIRE_REAL_TOOLS=1)
 #   make e2e                  the e2e tier alone (root; real dockerd; tests/e2e/README.md)
 #   make plan STACK=dev       offline plan under mocks -> build/plan/<stack>/
@@ -38,8 +38,10 @@ $(VENV_STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
+# The unit tier: seconds. Two workers (pytest-xdist), one test file per worker; the real-tool,
+# e2e and engine tiers skip with their reason (tests/conftest.py) and run in `make check`.
 test: $(VENV_STAMP)
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n auto --dist loadfile
 
 lint: $(VENV_STAMP)
 	$(PYTHON) -m ruff check .

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 import yaml
 
 from core.settings import PROJECT
-from tests.realtools import real_tools_required
+from tests.realtools import REAL_TIER_REASON, real_tools_enabled
 from tools.program import ProgramRun, run_program
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -78,21 +77,32 @@ def deploy() -> Deploy:
     return run
 
 
-# Slow real-engine tiers: `make test` stays fast and skips them with a reason; `make check`
-# (REQUIRE_REAL_TOOLS=1) and `make e2e` (E2E=1) run them. The e2e tier skips itself (tests/e2e).
-SLOW_TIERS = {
+# The unit tier (`make test`, seconds) skips, with the reason, every test that runs real tools or
+# the shipped tools as processes: whole files here, single tests with @pytest.mark.real, and any
+# test that asks for a tool (tests.realtools.require_tool). `make check` (REQUIRE_REAL_TOOLS=1) runs
+# them all; REAL_TOOLS=1 runs them where the tools exist. The e2e and engine tiers skip themselves.
+REAL_TIER_FILES = {
     "test_real_docker_host.py": "starts real dockerd daemons in network namespaces",
     "test_offsite.py": "builds restic and rest-server from the Go module proxy (~6 min cold), real sshd",
+    "test_newcomer.py": "runs `make` in scratch checkouts",
+    "test_plan.py": "runs `make plan`'s tool (python -m tools.plan) as a process",
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "real: runs real tools or the shipped tools as processes (make check, not make test)"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     del config
-    if real_tools_required() or os.environ.get("E2E") == "1":
+    if real_tools_enabled():
         return
     for item in items:
-        reason = SLOW_TIERS.get(Path(str(item.fspath)).name)
+        name = Path(str(item.fspath)).name
+        reason = REAL_TIER_FILES.get(name)
+        if reason is None and (name.startswith("test_real_") or item.get_closest_marker("real")):
+            reason = "real tools"
         if reason:
-            item.add_marker(
-                pytest.mark.skip(reason=f"slow real-engine tier ({reason}): runs in `make check`")
-            )
+            item.add_marker(pytest.mark.skip(reason=f"{REAL_TIER_REASON}: {reason}"))

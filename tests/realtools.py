@@ -57,8 +57,29 @@ HOST_INSTALLS = ("backups-install",)
 # --- Tools ---------------------------------------------------------------------------------------
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip() not in ("", "0", "false", "no")
+
+
 def real_tools_required() -> bool:
-    return os.environ.get(REQUIRE_ENV, "").strip() not in ("", "0", "false", "no")
+    return _flag(REQUIRE_ENV)
+
+
+# `make test` is the unit tier (seconds): tests that run real tools, or the shipped tools as
+# processes, skip there with this reason. `make check` (REQUIRE_REAL_TOOLS=1) runs them all;
+# REAL_TOOLS=1 runs the ones whose tools this machine has (and skips the others, with the reason).
+REAL_TOOLS_ENV = "REAL_TOOLS"
+REAL_TIER_REASON = "real-tool tier: `make check` runs it (or REAL_TOOLS=1 make test where the tools exist)"
+
+
+def real_tools_enabled() -> bool:
+    return real_tools_required() or _flag(REAL_TOOLS_ENV) or _flag("E2E")
+
+
+def require_real_tier() -> None:
+    """Skip in the unit tier (`make test`); a no-op in `make check`."""
+    if not real_tools_enabled():
+        pytest.skip(REAL_TIER_REASON)
 
 
 def missing(reason: str) -> NoReturn:
@@ -69,7 +90,11 @@ def missing(reason: str) -> NoReturn:
 
 
 def require_tool(name: str) -> str:
-    """The tool's path on PATH; skips (or fails under REQUIRE_REAL_TOOLS=1) when it is missing."""
+    """The tool's path on PATH; skips (or fails under REQUIRE_REAL_TOOLS=1) when it is missing.
+
+    In the unit tier (`make test`) it always skips: a test that runs a real tool is a real-tool test.
+    """
+    require_real_tier()
     path = shutil.which(name)
     if path is None:
         missing(f"real tool `{name}` is not on PATH (Debian: apt-get install it; see .ci/run)")

@@ -112,6 +112,9 @@ class Checkout:
         return self.log.read_text().splitlines() if self.log.exists() else []
 
 
+MAKE_TEST = "venv -m pytest -q -n auto --dist loadfile"
+
+
 def require_make() -> None:
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
@@ -128,7 +131,7 @@ def test_each_readme_command_creates_the_virtualenv(tmp_path: Path, command: lis
     assert calls[0] == "bootstrap python3.13 -c import sys; sys.exit(sys.version_info < (3, 11))"
     assert "bootstrap python3.13 -m venv venv" in calls
     assert "venv -m pip install -q --disable-pip-version-check -r requirements-dev.txt" in calls
-    expected = "venv -m tools.plan --stack dev" if command[0] == "plan" else "venv -m pytest -q"
+    expected = "venv -m tools.plan --stack dev" if command[0] == "plan" else MAKE_TEST
     assert calls[-1] == expected
     assert (tmp_path / "venv/.requirements.stamp").is_file()
 
@@ -139,7 +142,7 @@ def test_a_fresh_virtualenv_is_reused_and_a_stale_one_reinstalled(tmp_path: Path
     assert checkout.make("test").returncode == 0
     result = checkout.make("test")
     assert result.returncode == 0, result.stderr
-    assert checkout.calls() == ["venv -m pytest -q"]  # nothing created, nothing installed
+    assert checkout.calls() == [MAKE_TEST]  # nothing created, nothing installed
     # A requirements change (e.g. a pull) makes the stamp stale: pip runs again, venv is kept.
     stamp = (tmp_path / "venv/.requirements.stamp").stat().st_mtime
     os.utime(tmp_path / "requirements.txt", (stamp + 10, stamp + 10))

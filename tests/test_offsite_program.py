@@ -15,7 +15,7 @@ import pytest
 from core.settings import ConfigError, StackSettings, load_settings
 from services.backups import backup
 from tests.conftest import REPO_ROOT, Deploy, dev_config
-from tests.realtools import require_tool
+from tests.realtools import require_real_tier, require_tool
 from tools.mocks import (
     EXAMPLE_HOST_PRIVATE_KEY,
     EXAMPLE_HOST_PUBLIC_KEY,
@@ -314,6 +314,7 @@ def test_no_offsite_resources_by_default(deploy: Deploy) -> None:
 
 
 def run_plan(stack: str, out: Path) -> subprocess.CompletedProcess[str]:
+    require_real_tier()  # the shipped tool as a process
     return subprocess.run(
         [sys.executable, "-m", "tools.plan", "--stack", stack, "--out", str(out)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.realtools import require_real_tier
 from tools import plan_diff as pd
 
 CONTAINER = pd.CONTAINER_TYPE
@@ -446,6 +447,7 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_real_tier()  # plan-diff as a process, over a scratch git history
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     repo = tmp_path_factory.mktemp("plan-diff-repo")

@@ -112,7 +112,8 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHetzner]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits up to one poll interval (0.5 s by default) for the loop to notice.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     monkeypatch.setenv("HCLOUD_TOKEN", "test-token")
