@@ -60,6 +60,8 @@ class DnsGate(pulumi.ComponentResource):
             f"{name}-wait",
             connection=args.connection,
             create=script,
+            # Nothing reads PULUMI_COMMAND_STDOUT; setting it only warns (our sshd has no AcceptEnv).
+            add_previous_output_in_env=False,
             # Waited for again on a replaced server (its edges are re-created) and on new records.
             triggers=[args.server_id, script],
             opts=pulumi.ResourceOptions(

@@ -109,6 +109,8 @@ class DockerHost(pulumi.ComponentResource):
                 connection=self.connection,
                 create=READINESS_SCRIPT,
                 delete=RELEASE_VOLUME_SCRIPT,
+                # Nothing reads PULUMI_COMMAND_STDOUT; setting it only warns (our sshd has no AcceptEnv).
+                add_previous_output_in_env=False,
                 # A replaced server must be waited for again.
                 triggers=[args.server_id],
                 opts=pulumi.ResourceOptions(

@@ -3,10 +3,13 @@ options, the secret credentials Command, the rendered units and install script, 
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -162,9 +165,7 @@ def test_offsite_scripts_pass_shellcheck(tmp_path: Path) -> None:
         "torrust-restore": backup.render_restore_script(stack),
         "install.sh": backup.backup_install_script(stack),
         "remove.sh": backup.backup_remove_script(),
-        "credentials.sh": backup.offsite_credentials_script(
-            backup.offsite_env_file("sftp://u@h:23/x", {"AWS_X": "a b'c"}, backup.sftp_args()), "pw", "KEY\n"
-        ),
+        "credentials.sh": backup.offsite_credentials_script(),
         "remove-credentials.sh": "#!/bin/bash\n" + backup.offsite_credentials_remove_script(),
     }
     paths = []
@@ -193,11 +194,27 @@ def test_env_file_is_sourced_verbatim(tmp_path: Path) -> None:
 # --- The program under mocks -----------------------------------------------------------------
 
 
+def unpack(payload: str) -> dict[str, str]:
+    """The files of a credentials payload (what `base64 -d | tar -x` writes), name -> text."""
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(payload))) as archive:
+        files = {}
+        for member in archive.getmembers():
+            assert member.mode == 0o600 and member.uid == 0 and member.gid == 0, member.name
+            extracted = archive.extractfile(member)
+            assert extracted is not None
+            files[member.name] = extracted.read().decode()
+    return files
+
+
 def credentials_script(run: Any) -> str:
+    """Every credential file the Command writes, as one text (name, then content)."""
     command = run.monitor.one(COMMAND, "backups-offsite-credentials")
-    assert is_secret(command.inputs["create"]), "the credentials script is a secret input"
-    script: str = reveal(command.inputs["create"])
-    return script
+    # The command text is plain and the same for every stack: pulumi-command prints it on failure.
+    assert command.inputs["create"] == backup.offsite_credentials_script()
+    assert is_secret(command.inputs["stdin"]), "the credentials travel as a secret stdin"
+    assert command.inputs["addPreviousOutputInEnv"] is False
+    files = unpack(reveal(command.inputs["stdin"]))
+    return "".join(f"== {name}\n{text}" for name, text in files.items())
 
 
 def test_storage_box_is_protected_and_its_keys_never_replace_it(deploy: Deploy) -> None:
@@ -242,12 +259,10 @@ def test_credentials_reach_the_server_as_a_secret_command(deploy: Deploy) -> Non
     repository = f"sftp://{EXAMPLE_STORAGE_BOX_USER}@{EXAMPLE_STORAGE_BOX_SERVER}:23/torrust-dev"
     assert f"RESTIC_REPOSITORY={repository}\n" in script
     assert f"RESTIC_PASSWORD_FILE={backup.RESTIC_PASSWORD_FILE}\n" in script
-    assert (
-        f"/dev/stdin {backup.RESTIC_PASSWORD_FILE} <<'TORRUST_BACKUP_EOF'\n{GENERATED_PASSWORD}\n" in script
-    )
-    assert f"/dev/stdin {backup.SSH_KEY_FILE} <<'TORRUST_BACKUP_EOF'\n{EXAMPLE_HOST_PRIVATE_KEY}" in script
+    assert f"== restic-password\n{GENERATED_PASSWORD}\n" in script
+    assert f"== ssh/id_ed25519\n{EXAMPLE_HOST_PRIVATE_KEY}" in script
     assert "-o StrictHostKeyChecking=accept-new" in script and f"-i {backup.SSH_KEY_FILE}" in script
-    assert "install -m 0600" in script and "umask 077" in script
+    assert "umask 077" in backup.offsite_credentials_script()
     command = run.monitor.one(COMMAND, "backups-offsite-credentials")
     install = run.monitor.one(COMMAND, "backups-install")
     ready = run.monitor.one(COMMAND, "docker-ready")
@@ -273,12 +288,11 @@ def test_own_repository_with_secret_credentials(deploy: Deploy) -> None:
     assert "AWS_ACCESS_KEY_ID=CANARY-key-id-81f3\n" in script
     assert "AWS_SECRET_ACCESS_KEY=CANARY-secret-7d2e9a\n" in script
     assert "TORRUST_RESTIC_SFTP_ARGS" not in script
-    plain = json.dumps([r.inputs for r in run.monitor.registrations], default=str)
     masked_all = json.dumps(run.outputs) + json.dumps(
         [{k: v for k, v in r.inputs.items() if not is_secret(v)} for r in run.monitor.registrations]
     )
     for value in S3_SECRETS.values():
-        assert value and value in plain and value not in masked_all
+        assert value and value in script and value not in masked_all
     assert run.outputs["offsite"]["credentials"] == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
 
 
@@ -287,7 +301,7 @@ def test_configured_restic_password_is_used_not_generated(deploy: Deploy) -> Non
     run = deploy({"backup": BOX}, secrets={"offsiteResticPassword": old})
     names = [r.name for r in run.monitor.by_type("random:index/randomPassword:RandomPassword")]
     assert "backups-offsite-restic-password" not in names
-    assert f"<<'TORRUST_BACKUP_EOF'\n{old}\n" in credentials_script(run)
+    assert f"== restic-password\n{old}\n" in credentials_script(run)
 
 
 def test_missing_or_plain_credentials_stop_the_program(deploy: Deploy) -> None:
@@ -339,7 +353,8 @@ def test_plan_of_the_offsite_example_shows_box_keys_and_schedule(tmp_path: Path)
     [box] = [r for r in plan["resources"] if r["type"] == STORAGE_BOX]
     assert box["inputs"]["password"] == "[secret]" and box["options"]["ignoreChanges"] == ["sshKeys"]
     [creds] = [r for r in plan["resources"] if r["name"] == "backups-offsite-credentials"]
-    assert creds["inputs"]["create"] == "[secret]"
+    assert creds["inputs"]["stdin"] == "[secret]"
+    assert creds["inputs"]["create"] == backup.offsite_credentials_script()
     assert GENERATED_PASSWORD not in (tmp_path / "plan" / "plan.json").read_text()
 
 

@@ -7,8 +7,11 @@ Runbook: docs/backup-restore.md.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import shlex
+import tarfile
 from pathlib import Path
 
 from core import layout
@@ -300,22 +303,54 @@ def sftp_args(key_file: str = SSH_KEY_FILE, known_hosts: str = KNOWN_HOSTS_FILE)
     )
 
 
-def offsite_credentials_script(env_file: str, password: str, ssh_private_key: str | None) -> str:
-    """What the credentials Command runs: the env file, the password and the SSH key, mode 0600.
+# The credentials travel on the Command's stdin, never in its command text: pulumi-command v1.2.1
+# puts the whole command text and its output into the error of a failed command
+# (provider/pkg/provider/remote/commandOutputs.go, run: `fmt.Errorf("%w: running %q:\n%s", err, cmd,
+# stdouterrbuf)`), and the engine masks only secret config values there, so a failed run would print
+# the restic password and the SFTP key in the CLI and CI logs. stdin goes to the SSH session's
+# standard input (`session.Stdin = strings.NewReader(*c.Stdin)`) and nowhere else.
+_CREDENTIAL_FILES = ("offsite.env", "restic-password", "ssh/id_ed25519")
+
+
+def offsite_credentials_payload(env_file: str, password: str, ssh_private_key: str | None) -> str:
+    """stdin of the credentials Command: a base64 tar of the files (mode 0600, root), deterministic.
 
     Plain text of secrets: call it inside an Output.apply of secret Outputs only.
     """
-    parts = [
-        "set -euo pipefail\n",
-        "umask 077\n",
-        f"install -d -m 0700 -o root -g root {OFFSITE_DIR} {OFFSITE_DIR}/ssh\n",
-        _heredoc_install(OFFSITE_ENV, "0600", env_file),
-        _heredoc_install(RESTIC_PASSWORD_FILE, "0600", password + "\n"),
-    ]
+    contents = {"offsite.env": env_file, "restic-password": password + "\n"}
     if ssh_private_key:
-        parts.append(_heredoc_install(SSH_KEY_FILE, "0600", ssh_private_key))
-    parts.append(f"echo 'off-site credentials installed in {OFFSITE_DIR}'\n")
-    return "".join(parts)
+        contents["ssh/id_ed25519"] = ssh_private_key
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for name in _CREDENTIAL_FILES:
+            if name not in contents:
+                continue
+            data = contents[name].encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime, info.uid, info.gid = len(data), 0o600, 0, 0, 0
+            archive.addfile(info, io.BytesIO(data))
+    return base64.b64encode(buffer.getvalue()).decode() + "\n"
+
+
+def offsite_credentials_script() -> str:
+    """What the credentials Command runs: unpack stdin into the off-site folder. No secret in it.
+
+    It prints nothing of what it writes, so its output (which pulumi-command logs, and puts into the
+    error of a failed run) carries no secret either. TORRUST_OFFSITE_DIR is for the tests only.
+    """
+    return (
+        "set -euo pipefail\n"
+        "umask 077\n"
+        f"dir=${{TORRUST_OFFSITE_DIR:-{OFFSITE_DIR}}}\n"
+        'install -d -m 0700 "$dir" "$dir/ssh"\n'
+        # A key left from an SFTP repository must not outlive a switch to another backend.
+        'rm -f "$dir/ssh/id_ed25519"\n'
+        'base64 -d | tar -x -f - -C "$dir" --no-same-owner --no-overwrite-dir\n'
+        'if [ ! -s "$dir/offsite.env" ] || [ ! -s "$dir/restic-password" ]; then\n'
+        '  echo "off-site credentials missing from stdin" >&2; exit 1\n'
+        "fi\n"
+        'echo "off-site credentials installed in $dir"\n'
+    )
 
 
 def offsite_credentials_remove_script() -> str:

@@ -22,6 +22,7 @@ from services.backups.backup import (
     backup_install_script,
     backup_remove_script,
     install_script_digest,
+    offsite_credentials_payload,
     offsite_credentials_remove_script,
     offsite_credentials_script,
     offsite_env_file,
@@ -168,6 +169,7 @@ class Backups(pulumi.ComponentResource):
             connection=args.connection,
             create=self.install_script,
             delete=backup_remove_script(),
+            add_previous_output_in_env=False,
             # Triggers replace the Command: a changed script, unit or schedule re-installs, and so
             # does a new server (new readiness ID).
             triggers=[self.digest, args.ready.id],
@@ -182,13 +184,14 @@ class Backups(pulumi.ComponentResource):
         self.register_outputs({"installed": self.install.stdout, "installScriptSha256": self.digest})
 
     def _install_credentials(self, name: str, args: BackupsArgs, offsite: Offsite) -> command.remote.Command:
-        """The env file, repository password and SSH key on the server, as one secret Command.
+        """The env file, repository password and SSH key on the server, through one Command.
 
-        `create` is a secret Output: its text (and so every secret in it) is encrypted in the state
-        and shown as [secret] in plans. A change of any value re-runs it ("If an `update` command
-        isn't provided, then `create` will also be run when the resource's inputs are modified",
-        pulumi-command 1.2.1 sdk/python/pulumi_command/remote/command.py); a new server re-runs it
-        through the readiness ID.
+        The secrets are its `stdin` (a secret input: encrypted in the state, [secret] in plans),
+        never its command text, which pulumi-command prints when the command fails
+        (services/backups/backup.py). A change of any value updates the Command, and an update
+        without an `update` command runs `create` again with the new stdin (pulumi-command v1.2.1
+        provider/pkg/provider/remote/commandController.go, Update); a new server re-runs it through
+        the readiness ID.
         """
         names = sorted(args.credentials)
         sftp = offsite.ssh_private_key is not None
@@ -197,7 +200,7 @@ class Backups(pulumi.ComponentResource):
             env = offsite_env_file(
                 values[0], dict(zip(names, values[3:], strict=True)), sftp_args() if sftp else None
             )
-            return offsite_credentials_script(env, values[1], values[2] or None)
+            return offsite_credentials_payload(env, values[1], values[2] or None)
 
         inputs: list[pulumi.Input[str]] = [
             offsite.repository,
@@ -205,12 +208,14 @@ class Backups(pulumi.ComponentResource):
             offsite.ssh_private_key if offsite.ssh_private_key is not None else "",
             *[args.credentials[key] for key in names],
         ]
-        script: pulumi.Output[str] = pulumi.Output.secret(pulumi.Output.all(*inputs).apply(render))
+        payload: pulumi.Output[str] = pulumi.Output.secret(pulumi.Output.all(*inputs).apply(render))
         return command.remote.Command(
             f"{name}-offsite-credentials",
             connection=args.connection,
-            create=script,
+            create=offsite_credentials_script(),
+            stdin=payload,
             delete=offsite_credentials_remove_script(),
+            add_previous_output_in_env=False,
             triggers=[args.ready.id],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args.ready], delete_before_replace=True),
         )
