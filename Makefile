@@ -19,6 +19,10 @@ BOOTSTRAP_PYTHON ?= $(firstword $(foreach candidate,$(PYTHON_CANDIDATES),$(shell
 	command -v $(candidate) >/dev/null 2>&1 && $(candidate) $(IS_311) 2>/dev/null && echo $(candidate))))
 VENV_STAMP := $(VENV)/.requirements.stamp
 
+# `$(call need,TOOL,HOW TO GET IT)`: stop with what is missing and how to install it.
+need = @command -v $(1) >/dev/null 2>&1 || { echo 'error: make $@ needs $(1) on PATH' >&2; \
+	echo '  fix: $(2)' >&2; exit 1; }
+
 .PHONY: venv test check lint typecheck plan plan-diff doctor e2e actionlint docs clean
 
 venv: $(VENV_STAMP)
@@ -57,6 +61,8 @@ check: lint typecheck actionlint
 	REQUIRE_REAL_TOOLS=1 $(PYTHON) -m pytest -q
 
 e2e: $(VENV_STAMP)
+	@[ "$$(id -u)" -eq 0 ] || { echo "error: make e2e needs root (network namespaces, its own dockerd)" >&2; \
+	  echo "  fix: sudo make e2e   (the tools it needs: .ci/run installs them)" >&2; exit 1; }
 	E2E=1 REQUIRE_REAL_TOOLS=1 $(PYTHON) -m pytest -q -s tests/e2e
 
 plan: $(VENV_STAMP)
@@ -67,10 +73,12 @@ docs: $(VENV_STAMP)
 	$(PYTHON) -m tools.config_reference
 
 plan-diff: $(VENV_STAMP)
+	$(call need,git,install git (Debian/Ubuntu: apt-get install git))
 	$(PYTHON) -m tools.plan_diff --base $(BASE) --stack $(STACK) $(PLAN_DIFF_ARGS)
 
 # Reads `pulumi stack output --json --show-secrets --stack $(STACK)`, or the saved OUTPUTS file.
-doctor:
+doctor: $(VENV_STAMP)
+	$(if $(OUTPUTS),,$(call need,pulumi,install the Pulumi CLI (https://www.pulumi.com/docs/iac/download-install/) or pass OUTPUTS=file saved from: pulumi stack output --json --show-secrets))
 	$(PYTHON) -m tools.doctor $(if $(OUTPUTS),--outputs $(OUTPUTS),--stack $(STACK)) $(DOCTOR_ARGS)
 
 clean:

@@ -161,3 +161,45 @@ def test_make_refuses_python_older_than_3_11(tmp_path: Path) -> None:
     assert "BOOTSTRAP_PYTHON=" in result.stderr
     assert not (tmp_path / "venv").exists()
     assert not any("-m venv" in call for call in checkout.calls())
+
+
+# --- targets that need a tool say which, and how to get it --------------------------------------
+
+
+def without(checkout: Checkout, tool: str) -> None:
+    """PATH of the fake bin folder plus a folder of links to every tool of PATH but `tool`."""
+    tools = checkout.root / "tools-without"
+    tools.mkdir(exist_ok=True)
+    for folder in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(folder):
+            continue
+        for entry in os.listdir(folder):
+            link = tools / entry
+            if entry != tool and not link.exists() and os.access(os.path.join(folder, entry), os.X_OK):
+                link.symlink_to(os.path.join(folder, entry))
+    checkout.env["PATH"] = f"{checkout.root / 'fakebin'}:{tools}"
+
+
+def test_doctor_without_the_pulumi_cli_says_how_to_get_it(tmp_path: Path) -> None:
+    require_make()
+    checkout = Checkout(tmp_path)
+    without(checkout, "pulumi")
+    result = checkout.make("doctor", "STACK=dev")
+    assert result.returncode != 0
+    assert "make doctor needs pulumi on PATH" in result.stderr
+    assert "pulumi.com/docs/iac/download-install" in result.stderr and "OUTPUTS=" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not any("tools.doctor" in call for call in checkout.calls())
+    # With OUTPUTS the CLI is not needed: the doctor runs.
+    result = checkout.make("doctor", "OUTPUTS=outputs.json")
+    assert checkout.calls()[-1] == "venv -m tools.doctor --outputs outputs.json"
+
+
+def test_plan_diff_without_git_says_how_to_get_it(tmp_path: Path) -> None:
+    require_make()
+    checkout = Checkout(tmp_path)
+    without(checkout, "git")
+    result = checkout.make("plan-diff", "BASE=HEAD~1")
+    assert result.returncode != 0
+    assert "make plan-diff needs git on PATH" in result.stderr and "apt-get install git" in result.stderr
+    assert not any("tools.plan_diff" in call for call in checkout.calls())
