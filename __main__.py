@@ -23,6 +23,7 @@ from core.endpoints import backup_paths, endpoints
 from core.settings import RESTIC_PASSWORD_KEY, ConfigError, configured_receivers
 from services import ServiceSecrets, create_services
 from services.backups.backups import Backups, BackupsArgs
+from services.edge import edge_facts
 
 try:
     configuration = load_configuration()
@@ -33,8 +34,10 @@ settings, secrets = configuration.settings, configuration.secrets
 for warning in configuration.warnings:
     pulumi.log.warn(warning)
 
+# What the chosen edge (edge.kind) means for DNS, the firewall, probes and outputs (services/edge/facts.py).
+edge = edge_facts(settings)
 operator_secrets = Secrets("secrets", SecretsArgs(configured=secrets))
-host = Host("host", HostArgs(settings=settings))
+host = Host("host", HostArgs(settings=settings, edge=edge))
 docker_host = DockerHost(
     "docker",
     DockerHostArgs(
@@ -67,6 +70,7 @@ dns = Dns(
         primary_ip_ids={family: ip.id for family, ip in host.primary_ips.items()},
         ipv4=primary_ipv4,
         ipv6=primary_ipv6,
+        edge=edge,
     ),
 )
 edge_after: list[pulumi.Resource] = []
@@ -80,6 +84,7 @@ if not settings.dns.skip_gate:
             server_id=host.server.id,
             ipv4=primary_ipv4,
             ipv6=primary_ipv6,
+            edge=edge,
         ),
     )
     edge_after.append(dns_gate.command)
@@ -97,11 +102,12 @@ services = create_services(
 
 pulumi.export("serverIpv4", host.ipv4_address)
 pulumi.export("serverIpv6", host.ipv6_address)
-pulumi.export("endpoints", host.ipv4_address.apply(lambda ipv4: endpoints(settings, ipv4)))
+pulumi.export("endpoints", host.ipv4_address.apply(lambda ipv4: endpoints(settings, edge, ipv4)))
+pulumi.export("edge", edge.output())
 pulumi.export(
     "dnsRecords",
     pulumi.Output.all(primary_ipv4, primary_ipv6).apply(
-        lambda ips: [record.as_output() for record in dns_record_list(settings, ips[0], ips[1])]
+        lambda ips: [record.as_output() for record in dns_record_list(settings, edge, ips[0], ips[1])]
     ),
 )
 pulumi.export("dns", dns.summary(settings))

@@ -78,6 +78,8 @@ class ContainerSpec:
     stop_signal: str | None = None
     # uid:gid to run as, for images that would otherwise run as root without needing it.
     user: str | None = None
+    # Networks and fixed addresses, when they differ from layout.MEMBERSHIP[name] (a variant).
+    networks: Sequence[tuple[str, str | None]] | None = None
 
 
 def publish_ports(ports: Sequence[PublishedPort]) -> list[docker.ContainerPortArgs]:
@@ -110,7 +112,7 @@ def create_service_container(
         docker.ContainerNetworksAdvancedArgs(
             name=networks[key].name, aliases=[spec.name], ipv4_address=address
         )
-        for key, address in layout.MEMBERSHIP[spec.name]
+        for key, address in (spec.networks if spec.networks is not None else layout.MEMBERSHIP[spec.name])
     ]
     uploads = [
         docker.ContainerUploadArgs(file=path, content=content, permissions="0644")

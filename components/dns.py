@@ -18,6 +18,7 @@ import pulumi
 import pulumi_hcloud as hcloud
 
 from core.dns import Record, records, reverse_name
+from core.edgefacts import EdgeFacts
 from core.settings import StackSettings
 
 
@@ -27,6 +28,7 @@ class DnsArgs:
     primary_ip_ids: dict[str, pulumi.Input[str]]  # "ipv4"/"ipv6" -> Primary IP id
     ipv4: pulumi.Input[str]  # the Primary IPv4 address
     ipv6: pulumi.Input[str]  # the server's address in the Primary IPv6 /64 (core.dns.server_ipv6)
+    edge: EdgeFacts  # which names answer over IPv6, which ACME challenges (services/edge/facts.py)
 
 
 def rrset_resource_name(zone: str, name: str, type_: str) -> str:
@@ -57,7 +59,7 @@ class Dns(pulumi.ComponentResource):
         dns = settings.dns
         child = pulumi.ResourceOptions(parent=self)
         ips = pulumi.Output.all(args.ipv4, args.ipv6)
-        all_records = ips.apply(lambda v: records(settings, v[0], v[1]))
+        all_records = ips.apply(lambda v: records(settings, args.edge, v[0], v[1]))
         created: list[pulumi.Output[str]] = []
         self.nameservers: pulumi.Output[list[str]] = pulumi.Output.from_input([])
         if dns.managed and dns.zone is not None:
@@ -67,7 +69,7 @@ class Dns(pulumi.ComponentResource):
             self.nameservers = zone.authoritative_nameservers.apply(lambda ns: list(ns.assigneds or []))
             # Names and types do not depend on the addresses; one RRset per (name, type).
             layout: dict[tuple[str, str], Record] = {}
-            for record in records(settings, "192.0.2.1", "2001:db8::1"):
+            for record in records(settings, args.edge, "192.0.2.1", "2001:db8::1"):
                 layout.setdefault((record.name, record.type), record)
             for (record_name, type_), first in layout.items():
                 key = (record_name, type_)

@@ -18,6 +18,7 @@ import pulumi
 import pulumi_command as command
 
 from core.dns import expected_addresses
+from core.edgefacts import EdgeFacts
 from core.settings import StackSettings
 
 SCRIPT = Path(__file__).resolve().parent.parent / "templates" / "dns-gate" / "wait-for-dns.sh"
@@ -25,10 +26,12 @@ SCRIPT = Path(__file__).resolve().parent.parent / "templates" / "dns-gate" / "wa
 TIMEOUT_MARGIN_SECONDS = 300
 
 
-def gate_command(settings: StackSettings, ipv4: str, ipv6: str) -> str:
+def gate_command(settings: StackSettings, edge: EdgeFacts, ipv4: str, ipv6: str) -> str:
     """The remote command line: environment, the script inline (nothing left on the server), records."""
     dns = settings.dns
-    specs = [f"{name},{type_},{value}" for name, type_, value in expected_addresses(settings, ipv4, ipv6)]
+    specs = [
+        f"{name},{type_},{value}" for name, type_, value in expected_addresses(settings, edge, ipv4, ipv6)
+    ]
     env = {
         "DNS_GATE_TIMEOUT": str(dns.gate_timeout),
         "DNS_GATE_RESOLVERS": " ".join(dns.resolvers),
@@ -47,6 +50,7 @@ class DnsGateArgs:
     server_id: pulumi.Input[str]
     ipv4: pulumi.Input[str]
     ipv6: pulumi.Input[str]
+    edge: EdgeFacts
 
 
 class DnsGate(pulumi.ComponentResource):
@@ -54,7 +58,7 @@ class DnsGate(pulumi.ComponentResource):
         super().__init__("torrust:index:DnsGate", name, None, opts)
         settings = args.settings
         script = pulumi.Output.all(args.ipv4, args.ipv6).apply(
-            lambda ips: gate_command(settings, ips[0], ips[1])
+            lambda ips: gate_command(settings, args.edge, ips[0], ips[1])
         )
         self.command = command.remote.Command(
             f"{name}-wait",

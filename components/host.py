@@ -9,6 +9,7 @@ import pulumi_hcloud as hcloud
 import pulumi_tls as tls
 
 from core import layout
+from core.edgefacts import EdgeFacts
 from core.rendering import render_cloud_init
 from core.settings import StackSettings
 
@@ -24,17 +25,19 @@ class FirewallRule:
     description: str
 
 
-def firewall_rules(settings: StackSettings) -> list[FirewallRule]:
+def firewall_rules(settings: StackSettings, edge: EdgeFacts) -> list[FirewallRule]:
     """The complete public surface, per address family exactly as published; nothing else is reachable."""
     everyone = (ANY_IPV4, ANY_IPV6)
     rules = [
         FirewallRule(
             "tcp", str(layout.SSH_PORT), tuple(settings.ssh.allowed_cidrs), "SSH from operator CIDRs"
         ),
-        FirewallRule("tcp", str(layout.HTTP_PORT), everyone, "nginx: ACME HTTP-01 and redirects"),
-        # Pingoo listens on IPv4 only (services/edge/pingoo.py), so 443 is open to IPv4 only.
-        FirewallRule("tcp", str(layout.HTTPS_PORT), (ANY_IPV4,), "Pingoo: tracker API and HTTP trackers"),
-        FirewallRule("tcp", str(layout.GRAFANA_TLS_PORT), everyone, "nginx: Grafana"),
+    ]
+    # The edge's ports, on the families its listeners answer (services/edge/facts.py): Pingoo's 443
+    # is IPv4 only.
+    rules += [
+        FirewallRule("tcp", str(port.port), everyone if port.ipv6 else (ANY_IPV4,), port.purpose)
+        for port in edge.ports
     ]
     rules += [
         FirewallRule("udp", str(port), everyone, f"UDP tracker {port}") for port in settings.tracker.udp_ports
@@ -45,6 +48,7 @@ def firewall_rules(settings: StackSettings) -> list[FirewallRule]:
 @dataclass
 class HostArgs:
     settings: StackSettings
+    edge: EdgeFacts  # the edge's public ports and their families (services/edge/facts.py)
 
 
 class Host(pulumi.ComponentResource):
@@ -97,7 +101,7 @@ class Host(pulumi.ComponentResource):
                     source_ips=list(rule.sources),
                     description=rule.description,
                 )
-                for rule in firewall_rules(settings)
+                for rule in firewall_rules(settings, args.edge)
             ],
             opts=child,
         )

@@ -1,22 +1,23 @@
-"""The DNS records the deployment needs, from the Primary IPs alone (pure).
+"""The DNS records the deployment needs, from the Primary IPs and the edge's facts alone (pure).
 
 One list serves four consumers: the Hetzner zone RRsets (components/dns.py), the `dnsRecords`
 output for operators who keep DNS manual, the DNS gate before the edges, and `make doctor`.
 
-Which names get an AAAA record: only those whose every service answers over IPv6.
-- Pingoo listens on `0.0.0.0:443` (templates/pingoo/pingoo.yml.j2) inside a container on the
-  IPv6-enabled `edge` network; Docker's ip6tables DNAT sends IPv6 clients to the container's IPv6
-  address, where nothing listens. So the API, HTTP tracker and Grafana names (Grafana's name is
-  also served by Pingoo on 443) stay IPv4-only: an AAAA would send IPv6 clients, and Let's
-  Encrypt's validation (it tries IPv6 first), to a refused port.
-- The UDP tracker binds `[::]:<port>` (templates/tracker/tracker.toml.j2) on the IPv6 `udp`
-  network, so its name gets an AAAA, unless it is also one of Pingoo's names.
+Which names get an AAAA record: only those whose every service answers over IPv6 (EdgeFacts.ipv6,
+stated by each edge variant in services/edge/facts.py).
+- The pingoo edge: Pingoo listens on `0.0.0.0:443` inside a container on the IPv6-enabled `edge`
+  network; Docker's ip6tables DNAT sends IPv6 clients to the container's IPv6 address, where nothing
+  listens. So the API, HTTP tracker and Grafana names stay IPv4-only: an AAAA would send IPv6
+  clients, and Let's Encrypt's validation (it tries IPv6 first), to a refused port.
+- The nginx edge listens on `[::]:80` and `[::]:443` as well: every name gets an AAAA.
+- The UDP tracker binds `[::]:<port>` (services/tracker/templates/tracker/tracker.toml.j2) on the
+  IPv6 `udp` network, so its name gets an AAAA, unless it is also one of the edge's IPv4-only names.
 
 CAA (RFC 8659) with the `validationmethods` parameter (RFC 8657, honoured by Let's Encrypt): a
 CAA set found at a name stops the climb to its parents, so each certificate name carries its own
-record naming exactly the method its ACME client uses: tls-alpn-01 (Pingoo, 443) for the API and
-HTTP tracker names; the Grafana name has two clients, Pingoo (its 443 redirect) and certbot (3443,
-HTTP-01 on port 80), so it allows both.
+record naming exactly the methods its ACME clients use (EdgeFacts.caa_methods): with the pingoo
+edge tls-alpn-01 for the API and HTTP tracker names and tls-alpn-01 + http-01 for the Grafana name
+(Pingoo's 443 redirect and certbot's 3443); with the nginx edge http-01 for every name (certbot).
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from core.edgefacts import HTTP_01, TLS_ALPN_01, EdgeFacts
 from core.settings import StackSettings
 
 LETS_ENCRYPT_CAA = "letsencrypt.org"
-TLS_ALPN_01 = "tls-alpn-01"
-HTTP_01 = "http-01"
+__all__ = ["HTTP_01", "TLS_ALPN_01"]  # re-exported: the CAA methods
 
 
 @dataclass(frozen=True)
@@ -71,49 +72,55 @@ def caa_value(methods: list[str]) -> str:
     return f'0 issue "{LETS_ENCRYPT_CAA}; validationmethods={",".join(methods)}"'
 
 
-def ipv6_names(settings: StackSettings) -> list[str]:
+def ipv6_names(settings: StackSettings, edge: EdgeFacts) -> list[str]:
     """Names that get an AAAA record (see the module docstring)."""
+    names = list(edge.names) if edge.ipv6 else []
     udp = settings.domains.udp_tracker
-    if udp and udp not in settings.domains.pingoo_names:
-        return [udp]
-    return []
-
-
-def public_names(settings: StackSettings) -> list[str]:
-    domains = settings.domains
-    names = list(domains.pingoo_names)
-    if domains.udp_tracker and domains.udp_tracker not in names:
-        names.append(domains.udp_tracker)
+    if udp and udp not in edge.names:
+        names.append(udp)
     return names
 
 
-def records(settings: StackSettings, ipv4: str, ipv6: str) -> list[Record]:
+def public_names(settings: StackSettings, edge: EdgeFacts) -> list[str]:
+    names = list(edge.names)
+    udp = settings.domains.udp_tracker
+    if udp and udp not in names:
+        names.append(udp)
+    return names
+
+
+def records(settings: StackSettings, edge: EdgeFacts, ipv4: str, ipv6: str) -> list[Record]:
     """Every record the deployment needs, in a stable order."""
     domains = settings.domains
-    with_ipv6 = ipv6_names(settings)
+    with_ipv6 = ipv6_names(settings, edge)
     result = []
-    for name in public_names(settings):
+    for name in public_names(settings, edge):
         result.append(Record(name, "A", ipv4, "IPv4 of the server (Primary IP)"))
         if name in with_ipv6:
-            result.append(Record(name, "AAAA", ipv6, "IPv6 of the server (Primary IP, UDP tracker)"))
+            roles = (["edge"] if name in edge.names else []) + (
+                ["UDP tracker"] if name == domains.udp_tracker else []
+            )
+            why = " and ".join(roles)
+            result.append(Record(name, "AAAA", ipv6, f"IPv6 of the server (Primary IP, {why})"))
     if domains.udp_tracker:
         ports = " ".join(f"UDP:{port}" for port in settings.tracker.udp_ports)
         result.append(Record(domains.udp_tracker, "TXT", f'"BITTORRENT {ports}"', "BEP 34 tracker ports"))
-    for name in domains.pingoo_names:
-        methods = [TLS_ALPN_01, HTTP_01] if name == domains.grafana else [TLS_ALPN_01]
+    for name, methods in edge.caa_methods().items():
         purpose = "Let's Encrypt only, " + " and ".join(methods)
         result.append(Record(name, "CAA", caa_value(methods), purpose))
     return result
 
 
-def expected_addresses(settings: StackSettings, ipv4: str, ipv6: str) -> list[tuple[str, str, str]]:
+def expected_addresses(
+    settings: StackSettings, edge: EdgeFacts, ipv4: str, ipv6: str
+) -> list[tuple[str, str, str]]:
     """(name, type, expected value or '' for "no record") for the DNS gate: A and AAAA of every name.
 
     An AAAA where none belongs is wrong too: IPv6 clients and Let's Encrypt would reach a closed port.
     """
-    with_ipv6 = ipv6_names(settings)
+    with_ipv6 = ipv6_names(settings, edge)
     result = []
-    for name in public_names(settings):
+    for name in public_names(settings, edge):
         result.append((name, "A", ipv4))
         result.append((name, "AAAA", ipv6 if name in with_ipv6 else ""))
     return result

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from core import layout
+from core.edgefacts import EdgeFacts
 from core.settings import StackSettings
 
 
-def endpoints(settings: StackSettings, ipv4: str) -> dict[str, Any]:
+def endpoints(settings: StackSettings, edge: EdgeFacts, ipv4: str) -> dict[str, Any]:
     domains = settings.domains
     udp_host = domains.udp_tracker or ipv4
     http_path = "/announce" + ("/<key>" if settings.tracker.private else "")
@@ -21,7 +22,7 @@ def endpoints(settings: StackSettings, ipv4: str) -> dict[str, Any]:
         "httpTrackers": [f"https://{host}{http_path}" for host in domains.http_trackers],
         "httpTrackerHealthChecks": [f"https://{host}/health_check" for host in domains.http_trackers],
         "udpTrackers": [f"udp://{udp_host}:{port}/announce" for port in settings.tracker.udp_ports],
-        "grafana": f"https://{domains.grafana}:{layout.GRAFANA_TLS_PORT}/",
+        "grafana": edge.grafana_url,
     }
 
 

@@ -72,6 +72,14 @@ PINGOO_TLS_MOUNT = "/etc/pingoo/tls"
 NGINX_REDIRECTOR_FILE = "/etc/nginx/conf.d/redirector.conf"  # replaces the image's own port-80 server
 NGINX_GRAFANA_FILE = "/etc/nginx/user_conf.d/grafana.conf"
 NGINX_WEBROOT = "/var/www/letsencrypt"  # certbot's webroot in jonasal/nginx-certbot
+# The nginx edge (edge.kind nginx) replaces the image's main config too (worker and connection
+# limits, the shared TLS and rate-limit settings) and adds one server file per name in user_conf.d/,
+# each with its own certificate (jonasal/nginx-certbot: one certificate per `live/<name>/` path).
+NGINX_MAIN_FILE = "/etc/nginx/nginx.conf"
+NGINX_DEFAULT_TLS_FILE = "/etc/nginx/conf.d/default-tls.conf"
+NGINX_USER_CONF_DIR = "/etc/nginx/user_conf.d"
+TRACKER_API_CERT_NAME = "tracker-api"
+HTTP_TRACKER_CERT_PREFIX = "http-tracker-"  # + 1, 2, ... in domains.httpTrackers order
 # jonasal/nginx-certbot derives the certificate name from this path (live/<name>/privkey.pem).
 GRAFANA_CERT_NAME = "grafana"
 TRACKER_CONFIG_FILE = "/etc/torrust/tracker/tracker.toml"
@@ -135,6 +143,9 @@ NGINX_EDGE_IP = "172.30.0.20"
 PINGOO_EDGE_IP = "172.30.0.21"
 GRAFANA_BACKEND_IP = "172.30.3.10"
 NGINX_BACKEND_IP = "172.30.3.11"
+# The nginx edge's address on tracker-backend (not Pingoo's: a switch stops Pingoo before nginx
+# starts, but Pingoo's container, and its address, go only at the end of that `pulumi up`).
+NGINX_TRACKER_BACKEND_IP = "172.30.2.12"
 
 # Which container joins which network (and with which fixed address, if any).
 MEMBERSHIP: dict[str, tuple[tuple[str, str | None], ...]] = {
@@ -148,6 +159,12 @@ MEMBERSHIP: dict[str, tuple[tuple[str, str | None], ...]] = {
     ALERTMANAGER: (("monitoring", None), ("notify", None)),
     JSON_EXPORTER: (("metrics", None),),
 }
+
+# nginx+certbot as the only edge (edge.kind nginx) also proxies to the tracker.
+NGINX_EDGE_MEMBERSHIP: tuple[tuple[str, str | None], ...] = (
+    *MEMBERSHIP[NGINX],
+    ("tracker-backend", NGINX_TRACKER_BACKEND_IP),
+)
 
 LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"

@@ -32,7 +32,9 @@ from core.sshkeys import SshKeyError, parse_public_key
 PROJECT = "torrust-hybrid-tls"
 
 # Top-level structured keys, in the order the README documents them.
-STRUCTURED_KEYS = ("server", "ssh", "domains", "acme", "tracker", "images", "data", "backup", "dns", "alerts")
+STRUCTURED_KEYS = (
+    "server", "ssh", "domains", "acme", "edge", "tracker", "images", "data", "backup", "dns", "alerts",
+)  # fmt: skip
 # Operator secrets (top-level keys, set with --secret, generated when unset) and their minimum length.
 SECRET_MIN_LENGTHS = {"trackerAdminToken": 24, "grafanaAdminPassword": 16}
 SECRET_KEYS = tuple(SECRET_MIN_LENGTHS)
@@ -334,29 +336,29 @@ class SshSettings(_Model):
 
 class DomainSettings(_Model):
     tracker_api: Fqdn
-    """REST API name (Pingoo, 443)."""
+    """REST API name (443)."""
     http_trackers: list[Fqdn] = Field(min_length=1, max_length=8)
-    """One to eight HTTP tracker names (Pingoo, 443), tracker ports 7070, 7071, ..."""
+    """One to eight HTTP tracker names (443), tracker ports 7070, 7071, ..."""
     grafana: Fqdn
-    """Grafana name (nginx, 3443; Pingoo redirects 443 to 3443)."""
+    """Grafana name (the pingoo edge: nginx on 3443, Pingoo redirects 443 there; the nginx edge: 443)."""
     udp_tracker: Fqdn | None = None
     """Name used in UDP announce URLs (unset: the server IPv4)."""
 
     @model_validator(mode="after")
     def _distinct(self) -> DomainSettings:
         seen: set[str] = set()
-        for name in self.pingoo_names:
+        for name in self.edge_names:
             if name in seen:
                 raise ValueError(
                     f"'{name}' is used twice; the API, each HTTP tracker and Grafana need their own names "
-                    "because Pingoo routes by host name"
+                    "because the edge routes by host name"
                 )
             seen.add(name)
         return self
 
     @property
-    def pingoo_names(self) -> list[str]:
-        """Names Pingoo serves on 443 (and so obtains certificates for), in routing order."""
+    def edge_names(self) -> list[str]:
+        """Names the edge serves on 443 (and so obtains certificates for), in routing order."""
         return [self.tracker_api, *self.http_trackers, self.grafana]
 
 
@@ -396,6 +398,63 @@ class TrackerSettings(_Model):
         if len(set(values)) != len(values):
             raise ValueError("a UDP port is listed twice")
         return values
+
+
+# The public TLS edge (services/edge/): `pingoo` is the evaluation's hybrid (Pingoo on 443 for the
+# tracker names, nginx+certbot on 3443 for Grafana); `nginx` puts every name on nginx+certbot's 443,
+# over IPv4 and IPv6 (docs/decisions/0014-nginx-edge.md).
+EDGE_KINDS = ("pingoo", "nginx")
+
+
+class NginxEdgeSettings(_Model):
+    """Limits of the nginx edge per client address: an IPv4 address, or an IPv6 client's /64."""
+
+    # A client announces each torrent once per tracker.announceInterval (300 s): 10 requests/s from
+    # one address is 3000 torrents, or a carrier-grade NAT address shared by many users.
+    requests_per_second: int = Field(default=10, ge=1, le=1000)
+    """Sustained requests per second per client address to the tracker API and HTTP tracker names;
+    more are answered 429."""
+    # A client starting up announces all of its torrents at once (rtorrent's network.http.max_open
+    # and libtorrent's max_concurrent_http_announces bound that wave at 50).
+    request_burst: int = Field(default=100, ge=0, le=10000)
+    """Requests above that rate served at once (a client announcing all of its torrents at start)."""
+    connections_per_address: int = Field(default=64, ge=1, le=4096)
+    """Concurrent requests per client address on every name, Grafana included (HTTP/2 streams
+    count one each); more are answered 429."""
+
+
+class EdgeSettings(_Model):
+    """The public TLS edge."""
+
+    kind: str = "pingoo"
+    """pingoo (the evaluation's hybrid: Pingoo on 443 for the tracker names over IPv4, TLS 1.3 only;
+    nginx+certbot on 3443 for Grafana) or nginx (nginx+certbot on 443 for every name, IPv4 and
+    IPv6, TLS 1.2 and 1.3; 3443 closed). Switching replaces the edge containers: README 'Choosing
+    the edge'."""
+    nginx: NginxEdgeSettings = Field(default_factory=NginxEdgeSettings)
+    """With kind nginx:"""
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value not in EDGE_KINDS:
+            raise ValueError(
+                f"'{value}' is not an edge this program deploys; use 'pingoo' (the default: the "
+                "evaluation's hybrid) or 'nginx' (nginx+certbot for every name, IPv4 and IPv6)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _nginx_only(self) -> EdgeSettings:
+        # Pulumi.yaml declares the defaults and the CLI fills them in for a stack without `edge`, so
+        # only a value other than the default can be the operator's own.
+        if self.kind != "nginx" and self.nginx != NginxEdgeSettings():
+            raise ValueError(
+                f"is only used by the nginx edge, and edge.kind is '{self.kind}'"
+                f"{FIX_MARK}pulumi config rm --path 'edge.nginx'   (or use the nginx edge: "
+                f"pulumi config set --path 'edge.kind' nginx){KEY_MARK}edge.nginx"
+            )
+        return self
 
 
 # Torrust tracker releases the program supports: image tag -> the configuration schema that release
@@ -793,6 +852,8 @@ class StackSettings(_Model):
     """Public DNS names (lowercase, under a public TLD)."""
     acme: AcmeSettings
     """Certificates from Let's Encrypt."""
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
+    """The public TLS edge: pingoo (the hybrid) or nginx."""
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     """The Torrust tracker."""
     images: ImageSettings = Field(default_factory=ImageSettings)
@@ -809,6 +870,20 @@ class StackSettings(_Model):
     @property
     def server_name(self) -> str:
         return self.server.name or f"torrust-{self.stack}".lower().replace("_", "-")
+
+    @model_validator(mode="after")
+    def _pingoo_only(self) -> StackSettings:
+        # As for edge.nginx: the CLI fills in Pulumi.yaml's default images, so only a Pingoo image
+        # other than the default can be the operator's choice (which the nginx edge would ignore).
+        default = ImageSettings().pingoo
+        if self.edge.kind != "pingoo" and self.images.pingoo != default:
+            raise ValueError(
+                f"'{self.images.pingoo}' is only used by the Pingoo edge, and edge.kind is "
+                f"'{self.edge.kind}': Pingoo is not deployed"
+                f"{FIX_MARK}pulumi config rm --path 'images.pingoo'   (or go back to the hybrid: "
+                f"pulumi config set --path 'edge.kind' pingoo){KEY_MARK}images.pingoo"
+            )
+        return self
 
     @model_validator(mode="after")
     def _derived_names(self) -> StackSettings:
@@ -852,6 +927,11 @@ _FIX_EXAMPLES: dict[str, str] = {
     "acme": "pulumi config set --path 'acme.email' admin@tracker.example.org",
     "acme.email": "pulumi config set --path 'acme.email' you@your-domain.org",
     "acme.staging": "pulumi config set --path 'acme.staging' true",
+    "edge": "pulumi config set --path 'edge.kind' nginx   (or pingoo, the default)",
+    "edge.kind": "pulumi config set --path 'edge.kind' nginx   (or pingoo, the default)",
+    "edge.nginx.requestsPerSecond": "pulumi config set --path 'edge.nginx.requestsPerSecond' 10",
+    "edge.nginx.requestBurst": "pulumi config set --path 'edge.nginx.requestBurst' 100",
+    "edge.nginx.connectionsPerAddress": "pulumi config set --path 'edge.nginx.connectionsPerAddress' 64",
     "tracker.private": "pulumi config set --path 'tracker.private' false",
     "tracker.udpPorts": "pulumi config set --path 'tracker.udpPorts[0]' 6969",
     "tracker.database": "pulumi config set --path 'tracker.database' sqlite3",
@@ -1028,6 +1108,12 @@ def check_config_keys(
     return problems
 
 
+def _plain_value_fix(key: str) -> str:
+    """The fix for a top-level key set to a plain value (`pulumi config set edge nginx`): the value
+    goes away first, then the setting goes where it belongs."""
+    return f"pulumi config rm {key} && {_fix_for(key)}"
+
+
 def load_settings(stack: str, read_object: ConfigReader) -> StackSettings:
     """Build StackSettings from the structured config keys; raise ConfigError for the operator.
 
@@ -1041,7 +1127,7 @@ def load_settings(stack: str, read_object: ConfigReader) -> StackSettings:
             value = read_object(key)
         except Exception as exc:  # pulumi raises ConfigTypeError for a non-object value
             problems.append(
-                f"  - {PROJECT}:{key}: must be a structured value ({exc})\n      fix: {_fix_for(key)}"
+                f"  - {PROJECT}:{key}: must be a structured value ({exc})\n      fix: {_plain_value_fix(key)}"
             )
             continue
         if value is None:
@@ -1049,7 +1135,7 @@ def load_settings(stack: str, read_object: ConfigReader) -> StackSettings:
         if not isinstance(value, Mapping):
             problems.append(
                 f"  - {PROJECT}:{key}: must be an object with named settings, got {type(value).__name__}\n"
-                f"      fix: {_fix_for(key)}"
+                f"      fix: {_plain_value_fix(key)}"
             )
             continue
         raw[key] = dict(value)

@@ -13,11 +13,13 @@ import pulumi
 
 from components.containers import ServiceArgs
 from components.docker_host import DockerHost
+from core.edgefacts import EdgeFacts
 from core.settings import StackSettings
+from services.edge import create_edge, edge_facts
 from services.edge.nginx_certbot import NginxCertbot
 from services.edge.pingoo import PingooEdge
 from services.monitoring.alertmanager import Alertmanager, AlertmanagerArgs
-from services.monitoring.blackbox import BlackboxExporter
+from services.monitoring.blackbox import BlackboxArgs, BlackboxExporter
 from services.monitoring.monitoring import Monitoring, MonitoringArgs
 from services.monitoring.node_exporter import NodeExporter
 from services.tracker.tracker import Tracker, TrackerArgs
@@ -34,8 +36,10 @@ class ServiceSecrets:
 @dataclass
 class Services:
     tracker: Tracker
-    pingoo: PingooEdge
+    # None with the nginx edge (edge.kind nginx): Pingoo is not deployed.
+    pingoo: PingooEdge | None
     nginx: NginxCertbot
+    edge: EdgeFacts
     monitoring: Monitoring
     blackbox: BlackboxExporter
     node_exporter: NodeExporter
@@ -55,14 +59,18 @@ def create_services(
     first ACME attempt meets correct DNS.
     """
     opts = pulumi.ResourceOptions(providers=[docker_host.provider])
+    facts = edge_facts(settings)
+    tracker = Tracker(
+        "tracker",
+        TrackerArgs(settings, docker_host, admin_token=secrets.tracker_admin_token),
+        opts=opts,
+    )
+    edge = create_edge(settings, docker_host, opts, after=edge_after)
     return Services(
-        tracker=Tracker(
-            "tracker",
-            TrackerArgs(settings, docker_host, admin_token=secrets.tracker_admin_token),
-            opts=opts,
-        ),
-        pingoo=PingooEdge("pingoo", ServiceArgs(settings, docker_host, after=edge_after), opts=opts),
-        nginx=NginxCertbot("nginx", ServiceArgs(settings, docker_host, after=edge_after), opts=opts),
+        tracker=tracker,
+        pingoo=edge.pingoo,
+        nginx=edge.nginx,
+        edge=facts,
         monitoring=Monitoring(
             "monitoring",
             MonitoringArgs(
@@ -70,10 +78,11 @@ def create_services(
                 docker_host,
                 admin_token=secrets.tracker_admin_token,
                 grafana_admin_password=secrets.grafana_admin_password,
+                edge=facts,
             ),
             opts=opts,
         ),
-        blackbox=BlackboxExporter("blackbox", ServiceArgs(settings, docker_host), opts=opts),
+        blackbox=BlackboxExporter("blackbox", BlackboxArgs(settings, docker_host, edge=facts), opts=opts),
         node_exporter=NodeExporter("node-exporter", ServiceArgs(settings, docker_host), opts=opts),
         alertmanager=Alertmanager(
             "alertmanager",

@@ -23,6 +23,7 @@ import yaml
 
 from core import layout
 from core.settings import StackSettings, configured_receivers, load_settings
+from services.edge import edge_facts
 from services.monitoring import alerts
 from tests.conftest import dev_config
 from tests.realtools import (
@@ -68,7 +69,10 @@ def rules_of(text: str) -> list[dict[str, Any]]:
 
 
 def test_promtool_tests_cover_every_alert_firing_and_silent() -> None:
-    names = {rule["alert"] for rule in rules_of(alerts.render_alert_rules(settings_with()))}
+    names = {
+        rule["alert"]
+        for rule in rules_of(alerts.render_alert_rules(settings_with(), edge_facts(settings_with())))
+    }
     assert names == {
         "CertificateExpiring",
         "EndpointDown",
@@ -88,7 +92,7 @@ def test_promtool_tests_cover_every_alert_firing_and_silent() -> None:
     assert silent == names, f"alerts never shown to stay silent: {names - silent}"
     severities = {
         rule["labels"]["severity"]
-        for rule in rules_of(alerts.render_alert_rules(settings_with()))
+        for rule in rules_of(alerts.render_alert_rules(settings_with(), edge_facts(settings_with())))
         if rule["alert"] == "CertificateExpiring"
     }
     assert severities == {"warning", "critical"}
@@ -106,7 +110,9 @@ def test_thresholds_come_from_settings() -> None:
     }
     rules = {
         (r["alert"], r["labels"]["severity"]): r
-        for r in rules_of(alerts.render_alert_rules(settings_with(section)))
+        for r in rules_of(
+            alerts.render_alert_rules(settings_with(section), edge_facts(settings_with(section)))
+        )
     }
     assert rules[("CertificateExpiring", "warning")]["expr"].endswith("< 20")
     assert rules[("CertificateExpiring", "critical")]["expr"].endswith("< 5")
@@ -121,8 +127,8 @@ def test_thresholds_come_from_settings() -> None:
 
 def test_probe_targets_cover_every_public_endpoint() -> None:
     settings = settings_with()
-    config = yaml.safe_load(alerts.render_blackbox_config(settings))
-    jobs = {job.name: job for job in alerts.probe_jobs(settings)}
+    config = yaml.safe_load(alerts.render_blackbox_config(settings, edge_facts(settings)))
+    jobs = {job.name: job for job in alerts.probe_jobs(settings, edge_facts(settings))}
     for job in jobs.values():
         assert job.module in config["modules"], job
     assert set(jobs[alerts.TLS_JOB].targets) == {
@@ -149,7 +155,11 @@ def test_probes_verify_production_certificates_and_skip_only_the_staging_chain()
     tls_modules = {"tls_connect", "https_200", "https_health", "https_redirect"}
     for staging in (True, False):
         config["acme"] = {**config["acme"], "staging": staging}
-        modules = yaml.safe_load(alerts.render_blackbox_config(load_settings("dev", config.get)))["modules"]
+        modules = yaml.safe_load(
+            alerts.render_blackbox_config(
+                load_settings("dev", config.get), edge_facts(load_settings("dev", config.get))
+            )
+        )["modules"]
         skipping = {
             name
             for name, module in modules.items()
@@ -162,9 +172,9 @@ def test_probes_verify_production_certificates_and_skip_only_the_staging_chain()
 def test_prometheus_scrapes_probes_exporters_and_sends_to_alertmanager() -> None:
     from services.monitoring.render import render_prometheus
 
-    config = yaml.safe_load(render_prometheus(settings_with(), "tok"))
+    config = yaml.safe_load(render_prometheus(settings_with(), edge_facts(settings_with()), "tok"))
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    for probe in alerts.probe_jobs(settings_with()):
+    for probe in alerts.probe_jobs(settings_with(), edge_facts(settings_with())):
         job = jobs[probe.name]
         assert job["metrics_path"] == "/probe" and job["params"] == {"module": [probe.module]}
         assert job["static_configs"] == [{"targets": list(probe.targets)}]
@@ -246,7 +256,7 @@ RULE_MUTATIONS: dict[str, Callable[[str], str]] = {
 
 @pytest.mark.parametrize("mutation", RULE_MUTATIONS, ids=list(RULE_MUTATIONS))
 def test_mutation_rules_fail_their_unit_tests(mutation: str, tmp_path: Path) -> None:
-    text = alerts.render_alert_rules(settings_with())
+    text = alerts.render_alert_rules(settings_with(), edge_facts(settings_with()))
     mutated = RULE_MUTATIONS[mutation](text)
     assert mutated != text, f"mutation {mutation!r} did not apply"
     with pytest.raises(AssertionError, match="promtool test rules failed"):

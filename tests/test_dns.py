@@ -8,6 +8,7 @@ import pytest
 
 from core.dns import records, server_ipv6
 from core.settings import ConfigError, load_settings
+from services.edge import edge_facts
 from tests.conftest import Deploy, dev_config
 from tools.mocks import EXAMPLE_IPV4, EXAMPLE_IPV6, EXAMPLE_ZONE_NAMESERVERS, Registration
 from tools.program import ProgramRun
@@ -150,4 +151,6 @@ def test_udp_name_shared_with_pingoo_gets_no_aaaa() -> None:
     config = dev_config()
     config["domains"]["udpTracker"] = "api.example.com"
     settings = load_settings("dev", config.get)
-    assert not [r for r in records(settings, EXAMPLE_IPV4, EXAMPLE_IPV6) if r.type == "AAAA"]
+    assert not [
+        r for r in records(settings, edge_facts(settings), EXAMPLE_IPV4, EXAMPLE_IPV6) if r.type == "AAAA"
+    ]

@@ -17,7 +17,9 @@ import pytest
 
 from components.dns_gate import SCRIPT, gate_command
 from core.dns import expected_addresses
+from core.edgefacts import EdgeFacts
 from core.settings import StackSettings, load_settings
+from services.edge import edge_facts
 from tests.conftest import dev_config
 from tests.realtools import LOOPBACK4, ChallTestSrv, require_tool
 
@@ -56,12 +58,19 @@ def run_gate(
     )
 
 
+def dev_settings_and_edge() -> tuple[StackSettings, EdgeFacts]:
+    settings = settings_for_test()
+    return settings, edge_facts(settings)
+
+
 def dev_specs() -> list[str]:
-    return [f"{n},{t},{v}" for n, t, v in expected_addresses(settings_for_test(), IPV4, IPV6)]
+    return [f"{n},{t},{v}" for n, t, v in expected_addresses(*dev_settings_and_edge(), IPV4, IPV6)]
 
 
 def publish_all(server: ChallTestSrv) -> None:
-    for name, type_, value in expected_addresses(settings_for_test(), IPV4, IPV6):
+    for name, type_, value in expected_addresses(
+        settings_for_test(), edge_facts(settings_for_test()), IPV4, IPV6
+    ):
         if value:
             server.set_record(name, type_, value)
 
@@ -127,7 +136,7 @@ def test_gate_reports_a_resolver_that_does_not_answer(dns: ChallTestSrv) -> None
 def test_program_command_runs_the_same_script(dns: ChallTestSrv) -> None:
     """The exact command line the program sends over SSH, run locally with the resolvers redirected."""
     publish_all(dns)
-    line = gate_command(settings_for_test(), IPV4, IPV6)
+    line = gate_command(settings_for_test(), edge_facts(settings_for_test()), IPV4, IPV6)
     assert "DNS_GATE_RESOLVERS='1.1.1.1 8.8.8.8 9.9.9.9'" in line and "DNS_GATE_TIMEOUT=1800" in line
     local = line.replace("DNS_GATE_RESOLVERS='1.1.1.1 8.8.8.8 9.9.9.9'", f"DNS_GATE_RESOLVERS={LOOPBACK4}")
     local = local.replace("DNS_GATE_TIMEOUT=1800", f"DNS_GATE_PORT={dns.dns_port} DNS_GATE_TIMEOUT=5")

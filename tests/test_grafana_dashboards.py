@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from services.edge import edge_facts
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MONITORING_TEMPLATES = REPO_ROOT / "services" / "monitoring" / "templates"
 DASHBOARDS_DIR = MONITORING_TEMPLATES / "grafana" / "dashboards"
@@ -344,7 +346,12 @@ def test_endpoints_dashboard_shows_days_left_and_every_probe_job() -> None:
     shown = {
         JOB_RE.findall(t["expr"])[0] for t in status["targets"] if t["expr"].startswith("probe_success{")
     }
-    assert shown == {job.name for job in alerts.probe_jobs(load_settings("dev", dev_config().get))}
+    assert shown == {
+        job.name
+        for job in alerts.probe_jobs(
+            load_settings("dev", dev_config().get), edge_facts(load_settings("dev", dev_config().get))
+        )
+    }
 
 
 # --- the validator itself: it must reject broken dashboards --------------------------------------

@@ -12,6 +12,7 @@ import yaml
 
 from core import layout, rendering
 from core.settings import TRACKER_RELEASES, StackSettings, load_settings
+from services.edge import edge_facts
 from services.edge import render as edge_render
 from services.monitoring import render as monitoring_render
 from services.tracker import render as tracker_render
@@ -114,7 +115,9 @@ def test_private_tracker_toml() -> None:
 
 def test_prometheus_scrapes_the_stats_through_json_exporter_with_the_token() -> None:
     # v3.0.0 has no metrics endpoint: one job, json_exporter's /probe fetching the JSON stats.
-    config = yaml.safe_load(monitoring_render.render_prometheus(settings(), "tok-123"))
+    config = yaml.safe_load(
+        monitoring_render.render_prometheus(settings(), edge_facts(settings()), "tok-123")
+    )
     # The only job that carries the token (the others are probes, the node exporter, Alertmanager).
     jobs = [job for job in config["scrape_configs"] if "tok-123" in json.dumps(job)]
     assert [job["job_name"] for job in jobs] == ["tracker_stats"]
@@ -134,7 +137,7 @@ def test_prometheus_scrapes_the_stats_through_json_exporter_with_the_token() -> 
 def test_prometheus_target_carries_the_token_verbatim() -> None:
     # Printable characters the settings accept (all but URL_QUERY_SPECIAL), the plan's placeholder too.
     token = "Ab3-._~<plan-placeholder:x>!@$'()*,/?" + "x" * 20
-    config = yaml.safe_load(monitoring_render.render_prometheus(settings(), token))
+    config = yaml.safe_load(monitoring_render.render_prometheus(settings(), edge_facts(settings()), token))
     target = urlsplit(config["scrape_configs"][0]["params"]["target"][0])
     assert parse_qs(target.query) == {"token": [token]}
 

@@ -44,7 +44,7 @@ def with_change(path: str, value: Any) -> dict[str, Any]:
 def test_dev_stack_is_valid() -> None:
     settings = load(dev_config())
     assert settings.server.type == "cx23" and settings.server.location == "nbg1"
-    assert settings.domains.pingoo_names == ["api.example.com", "http1.example.com", "grafana.example.com"]
+    assert settings.domains.edge_names == ["api.example.com", "http1.example.com", "grafana.example.com"]
     assert settings.acme.staging is True
     assert settings.tracker.udp_ports == [6969]
     assert settings.server_name == "torrust-dev"

@@ -16,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from core import layout
+from core.edgefacts import EdgeFacts
 from core.rendering import Templates
 from core.settings import StackSettings, configured_receivers
 
@@ -51,35 +53,42 @@ class ProbeJob:
     comment: str
 
 
-def probe_jobs(settings: StackSettings) -> list[ProbeJob]:
-    """Every public endpoint, probed by its public name (as a client on the internet would)."""
+def probe_jobs(settings: StackSettings, edge: EdgeFacts) -> list[ProbeJob]:
+    """Every public endpoint, probed by its public name (as a client on the internet would), as the
+    edge states them (services/edge/facts.py)."""
     domains = settings.domains
-    grafana_tls = f"{domains.grafana}:{layout.GRAFANA_TLS_PORT}"
-    return [
+    ports = sorted({e.port for e in edge.tls})
+    others = "".join(f" and on {port}" for port in ports if port != layout.HTTPS_PORT)
+    grafana_port = urlsplit(edge.grafana_url).port or layout.HTTPS_PORT
+    jobs = [
         ProbeJob(
             TLS_JOB,
             TLS_MODULE,
-            (*(f"{name}:{layout.HTTPS_PORT}" for name in domains.pingoo_names), grafana_tls),
-            "TLS handshake (certificate valid for the name) on 443 per Pingoo name and on 3443",
+            tuple(e.target for e in edge.tls),
+            f"TLS handshake (certificate valid for the name) on 443 per {edge.proxy} name{others}",
         ),
         ProbeJob(
             HTTP_JOB,
             HTTPS_200_MODULE,
-            (f"https://{grafana_tls}/api/health",),
-            "Grafana through nginx on 3443",
+            (f"{edge.grafana_url}api/health",),
+            f"Grafana through nginx on {grafana_port}",
         ),
-        ProbeJob(
-            f"{HTTP_JOB}_redirects",
-            HTTPS_REDIRECT_MODULE,
-            (f"https://{domains.grafana}/",),
-            "the Grafana name on 443: Pingoo -> nginx -> 308 to :3443",
-        ),
-        ProbeJob(
-            f"{HTTP_JOB}_port80",
-            HTTP_REDIRECT_MODULE,
-            (f"http://{domains.grafana}/",),
-            "port 80 (nginx): 308 to HTTPS",
-        ),
+    ]
+    for suffix, module, tls in (
+        ("_redirects", HTTPS_REDIRECT_MODULE, True),
+        ("_port80", HTTP_REDIRECT_MODULE, False),
+    ):
+        redirects = [r for r in edge.redirects if r.tls == tls]
+        if redirects:
+            jobs.append(
+                ProbeJob(
+                    f"{HTTP_JOB}{suffix}",
+                    module,
+                    tuple(r.url for r in redirects),
+                    "; ".join(r.purpose for r in redirects),
+                )
+            )
+    jobs.append(
         ProbeJob(
             TRACKER_HEALTH_JOB,
             HTTPS_HEALTH_MODULE,
@@ -87,19 +96,26 @@ def probe_jobs(settings: StackSettings) -> list[ProbeJob]:
                 f"https://{domains.tracker_api}/api/health_check",
                 *(f"https://{host}/health_check" for host in domains.http_trackers),
             ),
-            'tracker health checks through Pingoo: {"status":"Ok"}',
-        ),
-    ]
+            f'tracker health checks through {edge.proxy}: {{"status":"Ok"}}',
+        )
+    )
+    return jobs
 
 
-def render_blackbox_config(settings: StackSettings) -> str:
-    return TEMPLATES.render("blackbox/config.yml.j2", stack=settings.stack, skip_verify=settings.acme.staging)
+def render_blackbox_config(settings: StackSettings, edge: EdgeFacts) -> str:
+    return TEMPLATES.render(
+        "blackbox/config.yml.j2",
+        stack=settings.stack,
+        skip_verify=settings.acme.staging,
+        proxy=edge.proxy,
+        grafana_port=urlsplit(edge.grafana_url).port or layout.HTTPS_PORT,
+    )
 
 
-def prometheus_monitoring_context(settings: StackSettings) -> dict[str, object]:
+def prometheus_monitoring_context(settings: StackSettings, edge: EdgeFacts) -> dict[str, object]:
     """The scrape jobs, rule files and Alertmanager that prometheus.yml.j2 adds for alerting."""
     return {
-        "probe_jobs": probe_jobs(settings),
+        "probe_jobs": probe_jobs(settings, edge),
         "blackbox_address": f"{layout.BLACKBOX}:{layout.BLACKBOX_PORT}",
         "node_job": NODE_JOB,
         "node_address": f"{layout.NODE_EXPORTER}:{layout.NODE_EXPORTER_PORT}",
@@ -115,11 +131,14 @@ RULE_FILES_GLOB = "rules/*.yml"
 RULES_FILE_NAME = "torrust.yml"
 
 
-def render_alert_rules(settings: StackSettings) -> str:
+def render_alert_rules(settings: StackSettings, edge: EdgeFacts) -> str:
     thresholds = settings.alerts.thresholds
     return TEMPLATES.render(
         "prometheus/rules/torrust.yml.j2",
         stack=settings.stack,
+        proxy=edge.proxy,
+        renewal=edge.renewal,
+        edge_logs=" / ".join(edge.containers),
         thresholds=thresholds,
         tls_job=TLS_JOB,
         http_job_regex=f"{HTTP_JOB}.*",
@@ -130,9 +149,9 @@ def render_alert_rules(settings: StackSettings) -> str:
     )
 
 
-def prometheus_rule_files(settings: StackSettings) -> dict[str, str]:
+def prometheus_rule_files(settings: StackSettings, edge: EdgeFacts) -> dict[str, str]:
     """Container path -> content of every rule file Prometheus loads."""
-    return {f"{layout.PROMETHEUS_RULES_DIR}/{RULES_FILE_NAME}": render_alert_rules(settings)}
+    return {f"{layout.PROMETHEUS_RULES_DIR}/{RULES_FILE_NAME}": render_alert_rules(settings, edge)}
 
 
 # --- Alertmanager -------------------------------------------------------------------------------

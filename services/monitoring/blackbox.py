@@ -7,18 +7,26 @@ host; docs/decisions/0010-alerts-from-inside.md). Prometheus reaches it on `moni
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 
 from components.containers import ContainerSpec, ServiceArgs, create_service_container
 from core import layout
+from core.edgefacts import EdgeFacts
 from services.monitoring.alerts import render_blackbox_config
 
 
+@dataclass
+class BlackboxArgs(ServiceArgs):
+    edge: EdgeFacts
+
+
 class BlackboxExporter(pulumi.ComponentResource):
-    def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: BlackboxArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("torrust:index:BlackboxExporter", name, None, opts)
         settings = args.settings
-        self.config_text = render_blackbox_config(settings)
+        self.config_text = render_blackbox_config(settings, args.edge)
         self.container = create_service_container(
             ContainerSpec(
                 name=layout.BLACKBOX,

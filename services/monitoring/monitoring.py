@@ -8,6 +8,7 @@ import pulumi
 
 from components.containers import ContainerSpec, ServiceArgs, create_service_container, secret_env
 from core import layout
+from core.edgefacts import EdgeFacts
 from core.settings import StackSettings
 from services.monitoring.alerts import prometheus_rule_files
 from services.monitoring.render import (
@@ -22,14 +23,13 @@ PROMETHEUS_RETENTION = "30d"
 PROMETHEUS_RETENTION_SIZE = "4GB"
 
 
-def grafana_root_url(settings: StackSettings) -> str:
-    return f"https://{settings.domains.grafana}:{layout.GRAFANA_TLS_PORT}/"
-
-
-def grafana_env(settings: StackSettings, admin_password: pulumi.Input[str]) -> list[pulumi.Input[str]]:
-    root_url = grafana_root_url(settings)
+def grafana_env(
+    settings: StackSettings, edge: EdgeFacts, admin_password: pulumi.Input[str]
+) -> list[pulumi.Input[str]]:
+    # Where browsers reach Grafana (the edge decides: :3443 with the pingoo edge, 443 with nginx):
+    # links, redirects and the Live origin check need exactly that origin, port included.
+    root_url = edge.grafana_url
     return [
-        # Browsers reach Grafana on :3443, so links, redirects and the Live origin check need the port.
         f"GF_SERVER_ROOT_URL={root_url}",
         f"GF_SERVER_DOMAIN={settings.domains.grafana}",
         f"GF_LIVE_ALLOWED_ORIGINS={root_url.rstrip('/')}",
@@ -53,6 +53,7 @@ def grafana_env(settings: StackSettings, admin_password: pulumi.Input[str]) -> l
 class MonitoringArgs(ServiceArgs):
     admin_token: pulumi.Input[str]
     grafana_admin_password: pulumi.Input[str]
+    edge: EdgeFacts  # the Grafana URL and the probed endpoints (services/edge/facts.py)
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -88,7 +89,9 @@ class Monitoring(pulumi.ComponentResource):
         )
         # The scrape config carries the admin token (in the probe's target URL): the file is a secret.
         self.prometheus_config: pulumi.Output[str] = pulumi.Output.secret(
-            pulumi.Output.from_input(args.admin_token).apply(lambda token: render_prometheus(settings, token))
+            pulumi.Output.from_input(args.admin_token).apply(
+                lambda token: render_prometheus(settings, args.edge, token)
+            )
         )
         self.prometheus = create_service_container(
             ContainerSpec(
@@ -99,7 +102,7 @@ class Monitoring(pulumi.ComponentResource):
                 stop_timeout=60,
                 uploads={
                     layout.PROMETHEUS_CONFIG_FILE: self.prometheus_config,
-                    **prometheus_rule_files(settings),
+                    **prometheus_rule_files(settings, args.edge),
                 },
                 volumes={layout.PROMETHEUS_DATA_DIR: "/prometheus"},
                 command=[
@@ -131,7 +134,7 @@ class Monitoring(pulumi.ComponentResource):
                 memory_mb=512,
                 # Grafana closes its SQLite database on SIGTERM.
                 stop_timeout=30,
-                env=grafana_env(settings, args.grafana_admin_password),
+                env=grafana_env(settings, args.edge, args.grafana_admin_password),
                 uploads=self.grafana_files,
                 volumes={layout.GRAFANA_DATA_DIR: "/var/lib/grafana"},
                 healthcheck=[

@@ -5,6 +5,7 @@ Templates: services/monitoring/templates/."""
 from __future__ import annotations
 
 from core import layout
+from core.edgefacts import EdgeFacts
 from core.settings import StackSettings
 from services.monitoring.alerts import TEMPLATES, prometheus_monitoring_context
 
@@ -24,7 +25,7 @@ def tracker_stats_url(admin_token: str) -> str:
     return f"http://{layout.TRACKER}:{layout.TRACKER_API_PORT}{TRACKER_STATS_PATH}?token={admin_token}"
 
 
-def render_prometheus(settings: StackSettings, admin_token: str) -> str:
+def render_prometheus(settings: StackSettings, edge: EdgeFacts, admin_token: str) -> str:
     """prometheus.yml carries the admin token (in the probe's target URL): upload it as a secret."""
     return TEMPLATES.render(
         "prometheus/prometheus.yml.j2",
@@ -35,7 +36,7 @@ def render_prometheus(settings: StackSettings, admin_token: str) -> str:
         target_url=tracker_stats_url(admin_token),
         exporter=f"{layout.JSON_EXPORTER}:{layout.JSON_EXPORTER_PORT}",
         instance=f"{layout.TRACKER}:{layout.TRACKER_API_PORT}",
-        **prometheus_monitoring_context(settings),
+        **prometheus_monitoring_context(settings, edge),
     )
 
 
