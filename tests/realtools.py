@@ -302,12 +302,12 @@ class RenderedPlan:
         return match.group(1)
 
 
-_PLAN: list[RenderedPlan] = []
+_PLANS: dict[str, RenderedPlan] = {}
 
 
-def render_dev_plan(out_dir: Path) -> RenderedPlan:
+def render_plan(out_dir: Path, stack: str = "dev") -> RenderedPlan:
     result = subprocess.run(
-        [sys.executable, "-m", "tools.plan", "--stack", "dev", "--out", str(out_dir)],
+        [sys.executable, "-m", "tools.plan", "--stack", stack, "--out", str(out_dir)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -316,16 +316,31 @@ def render_dev_plan(out_dir: Path) -> RenderedPlan:
         check=False,
     )
     if result.returncode != 0:
-        raise AssertionError(f"`make plan STACK=dev` failed ({result.returncode}):\n{result.stderr}")
+        raise AssertionError(f"`make plan STACK={stack}` failed ({result.returncode}):\n{result.stderr}")
     return RenderedPlan(out_dir)
+
+
+def render_dev_plan(out_dir: Path) -> RenderedPlan:
+    return render_plan(out_dir, "dev")
+
+
+def session_plan(tmp_path_factory: pytest.TempPathFactory, stack: str) -> RenderedPlan:
+    """A stack's plan, rendered ONCE per session however many modules ask for it."""
+    if stack not in _PLANS:
+        _PLANS[stack] = render_plan(tmp_path_factory.mktemp("plan") / stack, stack)
+    return _PLANS[stack]
 
 
 @pytest.fixture(scope="session")
 def dev_plan(tmp_path_factory: pytest.TempPathFactory) -> RenderedPlan:
-    """The dev plan, rendered ONCE per session however many modules import this fixture."""
-    if not _PLAN:
-        _PLAN.append(render_dev_plan(tmp_path_factory.mktemp("plan") / "dev"))
-    return _PLAN[0]
+    """The dev plan (the pingoo edge), rendered once per session."""
+    return session_plan(tmp_path_factory, "dev")
+
+
+@pytest.fixture(scope="session")
+def nginx_plan(tmp_path_factory: pytest.TempPathFactory) -> RenderedPlan:
+    """The nginx-example plan (the nginx edge, Pulumi.nginx-example.yaml), rendered once per session."""
+    return session_plan(tmp_path_factory, "nginx-example")
 
 
 # --- Remapping the rendered nginx files ----------------------------------------------------------
@@ -840,6 +855,7 @@ class StandInGrafana:
     """A tiny HTTP/1.1 + RFC 6455 WebSocket server that records what nginx sends it.
 
     HTTP: answers 200 with a JSON echo (keep-alive aware, as nginx's upstream keepalive needs).
+    /slow/<seconds> answers after that delay (at most 10 s).
     WebSocket (/api/live/...): like Grafana, demands `Upgrade: websocket`, a `Connection` header with
     the `upgrade` token, a key and version 13, else answers 400; after 101 it pushes one text frame,
     then echoes every data frame back and records it.
@@ -929,6 +945,9 @@ class StandInGrafana:
                 if request.target.startswith("/api/live/"):
                     await self._websocket(request, reader, writer)
                     return
+                if request.target.startswith("/slow/"):
+                    # A slow backend (/slow/<seconds>): holds a request so that concurrency shows.
+                    await asyncio.sleep(min(float(request.target.split("/")[2]), 10.0))
                 body = json.dumps({"target": request.target, "headers": headers}).encode()
                 content_type = b"application/json"
                 if self.login_page is not None and request.target.startswith("/login"):
