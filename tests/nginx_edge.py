@@ -242,6 +242,9 @@ class NginxEdge:
     binary: str = field(default_factory=lambda: require_tool("nginx"))
     # Run inside this network namespace (`ip netns exec`), reached from there too.
     netns: EdgeNetns | None = None
+    # False: start as jonasal/nginx-certbot does before the first issuance, with every site file
+    # (their certificates are missing) disabled; enable_sites() links them once they exist.
+    sites_enabled: bool = True
 
     def __post_init__(self) -> None:
         for sub in ("conf.d", "user_conf.d", "logs", "temp"):
@@ -254,15 +257,24 @@ class NginxEdge:
             name = Path(path).name
             remapped = remap_edge_server_file(text, self.remap, name)
             if path.startswith(layout.NGINX_USER_CONF_DIR + "/"):
-                target = self.prefix / "user_conf.d" / name
-                target.write_text(remapped)
-                link = self.prefix / "conf.d" / name
-                if not link.is_symlink():
-                    link.symlink_to(target)
+                (self.prefix / "user_conf.d" / name).write_text(remapped)
             elif path.startswith("/etc/nginx/conf.d/"):
                 (self.prefix / "conf.d" / name).write_text(remapped)
             else:
                 raise RemapError(f"{path}: a file the harness does not place")
+        if self.sites_enabled:
+            self.link_sites()
+
+    def link_sites(self) -> None:
+        """user_conf.d/*.conf linked into conf.d/ (util.sh symlink_user_configs)."""
+        for target in sorted((self.prefix / "user_conf.d").glob("*.conf")):
+            link = self.prefix / "conf.d" / target.name
+            if not link.is_symlink():
+                link.symlink_to(target)
+
+    def enable_sites(self) -> None:
+        self.link_sites()
+        self.reload()
 
     @property
     def error_log(self) -> Path:
