@@ -1,4 +1,5 @@
-"""The DNS gate: a bounded wait, on the server, until every public name resolves to the Primary IPs.
+"""The DNS gate: a bounded wait, on the server, until every public name resolves to the Primary IPs
+and the CAA records that apply to it let Let's Encrypt issue by the edge's ACME method.
 
 Runs after Docker is ready and before the edge containers (Pingoo, nginx+certbot), for managed and
 manual DNS alike, so that their first ACME attempts happen when they can succeed: Pingoo orders at
@@ -17,7 +18,7 @@ from pathlib import Path
 import pulumi
 import pulumi_command as command
 
-from core.dns import expected_addresses
+from core.dns import expected_addresses, expected_caa
 from core.edgefacts import EdgeFacts
 from core.settings import StackSettings
 
@@ -29,9 +30,8 @@ TIMEOUT_MARGIN_SECONDS = 300
 def gate_command(settings: StackSettings, edge: EdgeFacts, ipv4: str, ipv6: str) -> str:
     """The remote command line: environment, the script inline (nothing left on the server), records."""
     dns = settings.dns
-    specs = [
-        f"{name},{type_},{value}" for name, type_, value in expected_addresses(settings, edge, ipv4, ipv6)
-    ]
+    expected = expected_addresses(settings, edge, ipv4, ipv6) + expected_caa(settings, edge)
+    specs = [f"{name},{type_},{value}" for name, type_, value in expected]
     env = {
         "DNS_GATE_TIMEOUT": str(dns.gate_timeout),
         "DNS_GATE_RESOLVERS": " ".join(dns.resolvers),

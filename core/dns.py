@@ -126,5 +126,13 @@ def expected_addresses(
     return result
 
 
+def expected_caa(settings: StackSettings, edge: EdgeFacts) -> list[tuple[str, str, str]]:
+    """(name, "CAA", the record this deployment wants) for the DNS gate: it waits until the CAA set
+    that applies to each name lets Let's Encrypt issue by the edge's methods, so that a switch of
+    the edge (or a CAA record made by hand) cannot make the first ACME attempt fail."""
+    del settings
+    return [(name, "CAA", caa_value(methods)) for name, methods in edge.caa_methods().items()]
+
+
 def reverse_name(settings: StackSettings) -> str:
     return settings.dns.reverse_name or settings.domains.udp_tracker or settings.domains.tracker_api

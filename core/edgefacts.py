@@ -96,6 +96,7 @@ class EdgeFacts:
             "ipv6": self.ipv6,
             "tlsVersions": list(self.tls_versions),
             "http2": self.http2,
+            "containers": list(self.containers),
             "grafana": self.grafana_url,
             "redirects": [
                 {"url": r.url, "location": r.location, "purpose": r.purpose} for r in self.redirects

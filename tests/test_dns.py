@@ -97,7 +97,12 @@ def test_edges_wait_for_the_gate_and_the_gate_for_docker(deploy: Deploy) -> None
     assert ready.urn in gate.options["dependsOn"]
     create = gate.inputs["create"]
     assert "DNS_GATE_TIMEOUT=1800" in create and " api.example.com,A,203.0.113.10 " in create
-    assert " api.example.com,AAAA, " in create and create.endswith(" udp1.example.com,AAAA,2001:db8:10::1")
+    assert " api.example.com,AAAA, " in create and " udp1.example.com,AAAA,2001:db8:10::1 " in create
+    # The CAA that applies to each certificate name must allow the edge's method (Pingoo: tls-alpn-01).
+    assert """ 'api.example.com,CAA,0 issue "letsencrypt.org; validationmethods=tls-alpn-01"' """ in create
+    assert create.endswith(
+        """ 'grafana.example.com,CAA,0 issue "letsencrypt.org; validationmethods=tls-alpn-01,http-01"'"""
+    )
     for name in ("pingoo", "nginx-certbot"):
         assert gate.urn in run.monitor.one(CONTAINER, name).options["dependsOn"], name
     for name in ("tracker", "prometheus", "grafana"):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from components.dns_gate import SCRIPT, gate_command
-from core.dns import expected_addresses
+from core.dns import expected_addresses, expected_caa
 from core.edgefacts import EdgeFacts
 from core.settings import StackSettings, load_settings
 from services.edge import edge_facts
@@ -63,15 +63,23 @@ def dev_settings_and_edge() -> tuple[StackSettings, EdgeFacts]:
     return settings, edge_facts(settings)
 
 
-def dev_specs() -> list[str]:
-    return [f"{n},{t},{v}" for n, t, v in expected_addresses(*dev_settings_and_edge(), IPV4, IPV6)]
+def expected(edge_kind: str = "pingoo") -> list[tuple[str, str, str]]:
+    config = dev_config()
+    if edge_kind != "pingoo":
+        config["edge"] = {"kind": edge_kind}
+        config["images"].pop("pingoo", None)
+    settings = load_settings("dev", config.get)
+    edge = edge_facts(settings)
+    return expected_addresses(settings, edge, IPV4, IPV6) + expected_caa(settings, edge)
 
 
-def publish_all(server: ChallTestSrv) -> None:
-    for name, type_, value in expected_addresses(
-        settings_for_test(), edge_facts(settings_for_test()), IPV4, IPV6
-    ):
-        if value:
+def dev_specs(edge_kind: str = "pingoo") -> list[str]:
+    return [f"{n},{t},{v}" for n, t, v in expected(edge_kind)]
+
+
+def publish_all(server: ChallTestSrv, edge_kind: str = "pingoo", caa: bool = True) -> None:
+    for name, type_, value in expected(edge_kind):
+        if value and (caa or type_ != "CAA"):
             server.set_record(name, type_, value)
 
 
@@ -85,7 +93,7 @@ def test_gate_passes_when_every_name_resolves_to_the_primary_ips(dns: ChallTestS
     publish_all(dns)
     result = run_gate(dns, dev_specs())
     assert result.returncode == 0, result.stderr
-    assert "all 8 records correct" in result.stdout
+    assert "all 11 records correct" in result.stdout
 
 
 def test_gate_waits_for_records_that_appear_later(dns: ChallTestSrv) -> None:
@@ -142,3 +150,50 @@ def test_program_command_runs_the_same_script(dns: ChallTestSrv) -> None:
     local = local.replace("DNS_GATE_TIMEOUT=1800", f"DNS_GATE_PORT={dns.dns_port} DNS_GATE_TIMEOUT=5")
     result = subprocess.run(["bash", "-c", local], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_gate_passes_without_any_caa_record(dns: ChallTestSrv) -> None:
+    """No CAA anywhere up to the root: every CA may issue by every method (RFC 8659)."""
+    publish_all(dns, caa=False)
+    result = run_gate(dns, dev_specs())
+    assert result.returncode == 0, result.stderr
+
+
+def test_gate_waits_for_a_caa_that_forbids_the_edges_method(dns: ChallTestSrv) -> None:
+    """A switch to the nginx edge with manual DNS: the Pingoo-era CAA (tls-alpn-01 only) still on the
+    name would refuse certbot's HTTP-01, so the gate fails and names the record to create."""
+    publish_all(dns, "nginx", caa=False)
+    dns.set_record("http1.example.com", "CAA", '0 issue "letsencrypt.org; validationmethods=tls-alpn-01"')
+    result = run_gate(dns, dev_specs("nginx"), timeout=2)
+    assert result.returncode == 1, result.stdout
+    assert (
+        "http1.example.com CAA: resolver 127.0.0.1 answers, at http1.example.com, 0 issue "
+        '"letsencrypt.org; validationmethods=tls-alpn-01", which does not let letsencrypt.org issue by '
+        "http-01" in result.stderr
+    ), result.stderr
+    assert (
+        'http1.example.com. 300 IN CAA 0 issue "letsencrypt.org; validationmethods=http-01"' in result.stderr
+    )
+    # The other names have no CAA at all: allowed.
+    assert "api.example.com CAA" not in result.stderr
+
+
+def test_gate_climbs_to_the_parents_caa(dns: ChallTestSrv) -> None:
+    """No CAA at the name but one at the zone apex: that one applies (RFC 8659 §3)."""
+    publish_all(dns, "nginx", caa=False)
+    dns.set_record("example.com", "CAA", '0 issue "letsencrypt.org; validationmethods=tls-alpn-01"')
+    result = run_gate(dns, dev_specs("nginx"), timeout=2)
+    assert result.returncode == 1
+    assert "api.example.com CAA: resolver 127.0.0.1 answers, at example.com," in result.stderr
+    dns.clear("example.com", "CAA")
+    dns.set_record("example.com", "CAA", '0 issue "letsencrypt.org"')  # every method
+    assert run_gate(dns, dev_specs("nginx")).returncode == 0
+
+
+def test_gate_accepts_the_records_it_asks_for_on_both_edges(dns: ChallTestSrv) -> None:
+    for kind in ("pingoo", "nginx"):
+        publish_all(dns, kind)
+        result = run_gate(dns, dev_specs(kind))
+        assert result.returncode == 0, (kind, result.stderr)
+        for name, type_, _value in expected(kind):
+            dns.clear(name, type_)  # challtestsrv adds to a name's records: start the next edge afresh

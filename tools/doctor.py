@@ -106,6 +106,12 @@ def host_of(url: str) -> str:
 
 
 def pingoo_names(outputs: dict[str, Any]) -> list[str]:
+    """The names the edge serves on 443, API first and Grafana last (the `edge` output lists them
+    with their ports; older outputs have only `endpoints`)."""
+    edge = outputs.get("edge")
+    if edge:
+        on_443 = [e["name"] for e in edge["https"] if e["port"] == layout.HTTPS_PORT]
+        return list(dict.fromkeys(on_443))
     endpoints = outputs["endpoints"]
     names = [host_of(endpoints["trackerApi"]["base"])]
     names += [host_of(url) for url in endpoints["httpTrackers"]]
@@ -440,13 +446,18 @@ def check_udp_tracker(target: Target, host: str, port: int, family: int) -> str:
     return f"connect + announce ok via {address} (interval {interval})"
 
 
+def grafana_port(outputs: dict[str, Any]) -> int:
+    """Where Grafana is served: 3443 with the pingoo edge, 443 with the nginx edge (endpoints.grafana)."""
+    return urllib.parse.urlsplit(outputs["endpoints"]["grafana"]).port or layout.HTTPS_PORT
+
+
 def check_grafana(target: Target, name: str) -> str:
-    port = layout.GRAFANA_TLS_PORT
+    port = grafana_port(target.outputs)
     check_certificate(target, name, port)
     root = http_get(target, name, port, "/login")
     hsts = root.headers.get("strict-transport-security", "")
     if "max-age=" not in hsts:
-        raise CheckError("no Strict-Transport-Security header on :3443")
+        raise CheckError(f"no Strict-Transport-Security header on :{port}")
     if root.status != 200 or b"Grafana" not in root.body:
         raise CheckError(f"/login answered {root.status} without the Grafana login page")
     key = base64.b64encode(secrets.token_bytes(16)).decode()
@@ -528,7 +539,7 @@ def plan_checks(target: Target) -> list[Check]:
                     functools.partial(check_udp_tracker, target, host, port, socket.AF_INET6),
                 )
             )
-    checks.append(("grafana 3443", grafana, lambda: check_grafana(target, grafana)))
+    checks.append((f"grafana {grafana_port(outputs)}", grafana, lambda: check_grafana(target, grafana)))
     for name in (api, grafana):
         checks.append(("port 80", name, functools.partial(check_port80, target, name)))
     return checks

@@ -4,6 +4,10 @@
 # their first ACME attempts can succeed (Pingoo retries only every 6 hours).
 #
 # usage: wait-for-dns.sh NAME,TYPE,EXPECTED ...   EXPECTED empty: no record of that type may exist
+#        TYPE CAA: EXPECTED is the record the deployment wants; the check passes when the CAA set that
+#        applies to NAME (RFC 8659: the first one found climbing towards the root) is empty or lets
+#        letsencrypt.org issue with every method EXPECTED names (RFC 8657 validationmethods), so that
+#        an edge's ACME client is never refused by a CAA record left from another edge or by hand.
 # env:   DNS_GATE_TIMEOUT (seconds, default 1800)   DNS_GATE_RESOLVERS ("1.1.1.1 8.8.8.8 9.9.9.9")
 #        DNS_GATE_PORT (53)   DNS_GATE_INTERVAL (seconds between rounds, 15)   DNS_GATE_TTL (300)
 # exit:  0 when every record is right at every resolver; 1 on timeout, with what is missing or
@@ -27,6 +31,73 @@ fi
 
 problems=()
 
+# The CAA records that apply to $1 at resolver $2: the name that holds them on the first line, then
+# one record per line; returns 1 when no name up to the root has any, 2 when the resolver does not
+# answer.
+relevant_caa() {
+  local name=$1 resolver=$2 output
+  while [ -n "$name" ]; do
+    if ! output=$(dig +short +time=3 +tries=2 -p "$port" "@$resolver" "$name" CAA 2>&1); then
+      return 2
+    fi
+    output=$(printf '%s\n' "$output" | grep -E '^[0-9]+ (issue|issuewild|iodef) ' || true)
+    if [ -n "$output" ]; then
+      printf '%s\n%s\n' "$name" "$output"
+      return 0
+    fi
+    case "$name" in
+      *.*) name=${name#*.} ;;
+      *) name="" ;;
+    esac
+  done
+  return 1
+}
+
+# 0 when one of the `issue` records on stdin lets letsencrypt.org issue with every method in $1
+# (comma separated); a record without validationmethods allows every method.
+caa_permits() {
+  local wanted=$1 tag value domain methods method ok
+  while read -r _flags tag value; do
+    [ "$tag" = "issue" ] || continue
+    value=${value#\"}
+    value=${value%\"}
+    domain=${value%%;*}
+    domain=${domain// /}
+    [ "$domain" = "letsencrypt.org" ] || continue
+    case "$value" in
+      *validationmethods=*) methods=${value#*validationmethods=}; methods=${methods%%;*}; methods=${methods// /} ;;
+      *) return 0 ;;
+    esac
+    ok=1
+    for method in ${wanted//,/ }; do
+      case ",$methods," in
+        *",$method,"*) ;;
+        *) ok=0 ;;
+      esac
+    done
+    [ "$ok" -eq 1 ] && return 0
+  done
+  return 1
+}
+
+# CAA spec: does the applicable CAA set allow what `expected` (a full CAA record) needs?
+check_caa() {
+  local name=$1 expected=$2 resolver=$3 records rc wanted at
+  wanted=${expected#*validationmethods=}
+  wanted=${wanted%%\"*}
+  records=$(relevant_caa "$name" "$resolver")
+  rc=$?
+  if [ "$rc" -eq 2 ]; then
+    problems+=("$name CAA: resolver $resolver did not answer")
+  elif [ "$rc" -eq 0 ]; then
+    at=$(printf '%s\n' "$records" | head -n 1)
+    records=$(printf '%s\n' "$records" | tail -n +2)
+    if ! printf '%s\n' "$records" | caa_permits "$wanted"; then
+      problems+=("$name CAA: resolver $resolver answers, at $at, $(printf '%s' "$records" | paste -sd';' -), which does not let letsencrypt.org issue by $wanted (want $expected)")
+    fi
+  fi
+}
+
 # One round: every record at every resolver. Fills `problems`; returns 0 when there are none.
 check_round() {
   problems=()
@@ -34,6 +105,10 @@ check_round() {
   for spec in "$@"; do
     IFS=, read -r name type expected <<<"$spec"
     for resolver in $resolvers; do
+      if [ "$type" = "CAA" ]; then
+        check_caa "$name" "$expected" "$resolver"
+        continue
+      fi
       output=$(dig +short +time=3 +tries=2 -p "$port" "@$resolver" "$name" "$type" 2>&1)
       rc=$?
       if [ "$rc" -ne 0 ]; then
@@ -76,7 +151,7 @@ done
   echo "dns gate: DNS is not right after $timeout s; the edges (Pingoo, nginx+certbot) were not started."
   echo "Missing or wrong:"
   printf '  - %s\n' "${problems[@]}"
-  echo "Create exactly these records (zone file syntax), remove any other A/AAAA for these names:"
+  echo "Create exactly these records (zone file syntax), remove any other A/AAAA and CAA for these names:"
   for spec in "$@"; do
     IFS=, read -r name type expected <<<"$spec"
     if [ -n "$expected" ]; then

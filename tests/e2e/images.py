@@ -109,10 +109,19 @@ def tracker(tag: str) -> Context:
 
 
 def nginx_certbot(tag: str) -> Context:
-    """jonasal/nginx-certbot: Debian's nginx 1.22 + certbot 2.1 (the image: nginx 1.31, certbot 5)."""
+    """jonasal/nginx-certbot: Debian's nginx 1.22 + certbot 2.1 (the image: nginx 1.31, certbot 5).
+
+    The user `nginx` (uid 101) is the official nginx image's (nginx/docker-nginx mainline/debian/
+    Dockerfile: useradd --system ... --uid 101 nginx), which the nginx edge's rendered nginx.conf
+    names; the one build step that is not a file (useradd, no network needed)."""
     redirector = b"# the image's own redirector.conf; the plan uploads its replacement\n"
     return Context(
-        lines=['CMD ["/usr/local/bin/start_nginx_certbot.sh"]', "STOPSIGNAL SIGTERM"],
+        lines=[
+            "RUN useradd --system --no-create-home --home /nonexistent --shell /bin/false --uid 101 nginx"
+            " || useradd --system --no-create-home --home /nonexistent --shell /bin/false nginx",
+            'CMD ["/usr/local/bin/start_nginx_certbot.sh"]',
+            "STOPSIGNAL SIGTERM",
+        ],
         files={
             "/usr/local/bin/start_nginx_certbot.sh": (
                 (HERE / "images/nginx-certbot/start_nginx_certbot.sh").read_bytes(),

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import DNS_PORT, Stack
-from tests.e2e.test_e2e import assert_running_and_healthy, pebble_root, served_certificate
+from tests.e2e.test_e2e import assert_running_and_healthy, grafana_host, pebble_root, served_certificate
 from tests.realtools import REPO_ROOT, real_tools_required
 
 pytestmark = pytest.mark.skipif(
@@ -129,8 +129,9 @@ def test_doctor_passes_against_the_live_deployment_and_names_the_stopped_tracker
     code, report = run_doctor(stack, tmp_path)
     shown = json.dumps(report["results"], indent=1)
     kinds = {r["check"] for r in report["results"]}
-    expected_kinds = {"dns A", "dns AAAA", "dns TXT", "dns CAA", "tls 443", "pq group", "grafana 3443",
-                      "port 80"} | TRACKER_CHECKS  # fmt: skip
+    edge = stack.plan["outputs"]["edge"]
+    expected_kinds = {"dns A", "dns AAAA", "dns TXT", "dns CAA", "tls 443", "pq group",
+                      f"grafana {grafana_host(stack)[1]}", "port 80"} | TRACKER_CHECKS  # fmt: skip
     assert kinds == expected_kinds, f"the doctor ran {sorted(kinds)}; want {sorted(expected_kinds)}"
     assert code == 0 and report["ok"], f"the doctor failed against the live deployment:\n{shown}"
     # The one check that cannot pass here: the group offered as X25519MLKEM768 (OpenSSL >= 3.5 in the
@@ -138,9 +139,11 @@ def test_doctor_passes_against_the_live_deployment_and_names_the_stopped_tracker
     assert [(r["check"], r["status"]) for r in by_status(report, "info")] == [("pq group", "info")], shown
     assert all(r["status"] == "pass" for r in report["results"] if r["check"] != "pq group"), shown
     for result in report["results"]:
-        if result["check"] == "tls 443":
+        if result["check"] == "tls 443" and edge["kind"] == "pingoo":
             assert "e2e edge CA" in result["detail"], result  # the Pingoo stand-in CA, by name
-        if result["check"] == "dns AAAA" and not result["target"].startswith("udp"):
+        if result["check"] == "tls 443" and edge["kind"] == "nginx":
+            assert "Pebble" in result["detail"], result  # certbot's certificate from pebble
+        if result["check"] == "dns AAAA" and not result["target"].startswith("udp") and not edge["ipv6"]:
             assert result["detail"] == "no AAAA (as intended)", result
 
     # Fault: the tracker is down. The doctor exits non-zero and names exactly the tracker's checks.

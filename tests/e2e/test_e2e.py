@@ -101,12 +101,53 @@ def assert_memory_limit(stack: Stack, name: str) -> None:
     )
 
 
+def edge_output(stack: Stack) -> dict[str, Any]:
+    """The plan's `edge` output: which edge, its TLS names and ports, versions, redirects."""
+    edge: dict[str, Any] = stack.plan["outputs"]["edge"]
+    return edge
+
+
+def trusted(stack: Stack) -> ssl.SSLContext:
+    """A client context trusting only the tier's two issuers: the Pingoo stand-in's scratch CA (the
+    pingoo edge's 443) and pebble's root (every certbot certificate: Grafana, and with the nginx edge
+    every name)."""
+    return client_context(cadata=stack.pingoo_ca.cert.read_text() + "\n" + pebble_root(stack))
+
+
+def wait_for_edge_certificates(stack: Stack) -> None:
+    """Every TLS name and port of the edge serves a certificate the trusted issuers signed for it
+    (certbot gets the nginx edge's from pebble after the container starts)."""
+    for endpoint in edge_output(stack)["https"]:
+        name, port = endpoint["name"], endpoint["port"]
+
+        def served(name: str = name, port: int = port) -> bytes:
+            der: bytes = stack.client_ns(
+                lambda: clients.peer_cert_der(stack.net.server_v4, port, name, trusted(stack))
+            )
+            return der
+
+        what = f"{name}:{port} to serve a certificate for the name ({endpoint['challenge']})"
+        try:
+            wait_for(served, 240, what, 3)
+        except AssertionError as error:
+            logs = "\n".join(
+                f"--- docker logs {c} ---\n{stack.container(c).logs(tail=40).decode(errors='replace')}"
+                for c in edge_output(stack)["containers"]
+            )
+            raise AssertionError(f"{error}\n{logs}") from None
+
+
+def authority(host: str, port: int) -> str:
+    """The Host header a browser sends: the port only when it is not 443."""
+    return host if port == 443 else f"{host}:{port}"
+
+
 def endpoint_checks(stack: Stack) -> dict[str, list[tuple[str, Any]]]:
     """name -> [(what, check(address))] for every name of the dnsRecords output."""
-    token = stack.secrets["trackerAdminToken"]
-    del token
     endpoints = stack.plan["outputs"]["endpoints"]
-    tls = client_context(stack.pingoo_ca.cert)
+    edge = edge_output(stack)
+    wait_for_edge_certificates(stack)
+    tls = trusted(stack)
     by_name: dict[str, list[tuple[str, Any]]] = {}
 
     def add(url: str, what: str, check: Any) -> None:
@@ -114,6 +155,7 @@ def endpoint_checks(stack: Stack) -> dict[str, list[tuple[str, Any]]]:
         assert host, url
         by_name.setdefault(host.group(1), []).append((what, check))
 
+    tls12_accepted = "TLSv1.2" in edge["tlsVersions"]
     for url in [endpoints["trackerApi"]["healthCheck"], *endpoints["httpTrackerHealthChecks"]]:
         host = url.split("/")[2]
         path = "/" + url.split("/", 3)[3]
@@ -124,10 +166,13 @@ def endpoint_checks(stack: Stack) -> dict[str, list[tuple[str, Any]]]:
                 f"{host}{path} via {address}: {response.status} {response.body[:200]!r}"
             )
             assert clients.tls_version(address, 443, host, tls) == "TLSv1.3"
-            tls12 = client_context(stack.pingoo_ca.cert)
+            tls12 = trusted(stack)
             tls12.maximum_version = ssl.TLSVersion.TLSv1_2
-            with pytest.raises(ssl.SSLError):  # TLS 1.3 only (Pingoo's rustls config)
-                clients.tls_version(address, 443, host, tls12)
+            if tls12_accepted:  # the nginx edge: TLS 1.2 for clients without 1.3
+                assert clients.tls_version(address, 443, host, tls12) == "TLSv1.2"
+            else:
+                with pytest.raises(ssl.SSLError):  # TLS 1.3 only (Pingoo's rustls config)
+                    clients.tls_version(address, 443, host, tls12)
 
         add(url, f"GET {path} on 443", health)
     for url in endpoints["udpTrackers"]:
@@ -140,22 +185,23 @@ def endpoint_checks(stack: Stack) -> dict[str, list[tuple[str, Any]]]:
             )
 
         add(url, f"BEP 15 connect+announce on udp/{port}", udp)
-    grafana = endpoints["grafana"]
-    grafana_host = grafana.split("/")[2].split(":")[0]
-    grafana_port = int(grafana.split("/")[2].split(":")[1])
+    # The edge's redirects (edge.redirects): the port-80 one, and the pingoo edge's 443 -> :3443.
+    for redirect in edge["redirects"]:
+        parts = urllib.parse.urlsplit(redirect["url"])
+        host = parts.hostname or ""
 
-    def port80(address: str) -> None:
-        response = clients.plain_http(address, 80, grafana_host, "/")
-        assert response.status == 308, f"port 80 via {address}: {response.status}"
-        assert response.header("Location") == f"https://{grafana_host}:{grafana_port}/"
+        def follow(
+            address: str, parts: urllib.parse.SplitResult = parts, location: str = redirect["location"]
+        ) -> None:
+            if parts.scheme == "http":
+                response = clients.plain_http(address, parts.port or 80, parts.hostname or "", "/x")
+            else:
+                response = clients.https(address, parts.port or 443, parts.hostname or "", "/x", tls)
+            assert response.status == 308, f"{parts.geturl()} via {address}: {response.status}"
+            assert response.header("Location") == f"{location}x", response.header("Location")
 
-    def port443(address: str) -> None:
-        response = clients.https(address, 443, grafana_host, "/x", tls)
-        assert response.status == 308, f"443 via {address}: {response.status}"
-        assert response.header("Location") == f"https://{grafana_host}:{grafana_port}/x"
-
-    add(grafana, "port 80 redirect", port80)
-    add(grafana, "443 redirect to :3443", port443)
+        what = "port 80 redirect" if parts.scheme == "http" else f"443 redirect to {redirect['location']}"
+        add(redirect["url"], what, follow)
     return by_name
 
 
@@ -245,7 +291,8 @@ def test_every_endpoint_answers_over_every_advertised_family(stack: Stack) -> No
 
 
 def test_http_tracker_announce_and_scrape_record_the_clients_own_address(stack: Stack) -> None:
-    tls = client_context(stack.pingoo_ca.cert)
+    wait_for_edge_certificates(stack)
+    tls = trusted(stack)
     url = stack.plan["outputs"]["endpoints"]["httpTrackers"][0]
     host = url.split("/")[2]
     net = stack.net
@@ -299,7 +346,8 @@ def test_udp_tracker_bep15_from_ipv4_and_ipv6_lists_the_other_peer_in_the_family
 
 
 def test_tracker_api_through_443_health_stats_with_token_and_refused_without(stack: Stack) -> None:
-    tls = client_context(stack.pingoo_ca.cert)
+    wait_for_edge_certificates(stack)
+    tls = trusted(stack)
     api = stack.plan["outputs"]["endpoints"]["trackerApi"]
     host = api["base"].split("/")[2]
     token = stack.secrets["trackerAdminToken"]
@@ -315,9 +363,9 @@ def test_tracker_api_through_443_health_stats_with_token_and_refused_without(sta
 
 
 def grafana_host(stack: Stack) -> tuple[str, int]:
-    netloc = stack.plan["outputs"]["endpoints"]["grafana"].split("/")[2]
-    host, port = netloc.split(":")
-    return host, int(port)
+    """Grafana's name and port (3443 with the pingoo edge, 443 with the nginx edge)."""
+    parts = urllib.parse.urlsplit(stack.plan["outputs"]["endpoints"]["grafana"])
+    return parts.hostname or "", parts.port or 443
 
 
 def pebble_root(stack: Stack) -> str:
@@ -340,7 +388,7 @@ def served_certificate(stack: Stack) -> tuple[ssl.SSLContext, bytes]:
     der = wait_for(
         lambda: stack.client_ns(lambda: clients.peer_cert_der(stack.net.server_v4, port, host, tls)),
         240,
-        "nginx to serve the pebble-issued certificate on :3443 (certbot HTTP-01 through port 80)",
+        f"nginx to serve the pebble-issued certificate on :{port} (certbot HTTP-01 through port 80)",
         interval=3,
     )
     return tls, der
@@ -358,22 +406,17 @@ def test_grafana_name_acme_webroot_certbot_issuance_hsts_and_websocket(stack: St
     tls, _der = served_certificate(stack)
     live = stack.scratch / "letsencrypt/live/grafana/fullchain.pem"
     assert live.is_file()
+    netloc = authority(host, port)
     for server in (stack.net.server_v4, stack.net.server_v6):
-        response = stack.client_ns(clients.https, server, port, f"{host}:{port}", "/api/health", tls)
+        response = stack.client_ns(clients.https, server, port, netloc, "/api/health", tls)
         assert response.status == 200, response
         assert (response.header("Strict-Transport-Security") or "").startswith("max-age="), response.headers
         status, echoed = stack.client_ns(
-            clients.websocket_echo,
-            server,
-            port,
-            f"{host}:{port}",
-            f"https://{host}:{port}",
-            tls,
-            b"e2e hello",
+            clients.websocket_echo, server, port, netloc, f"https://{netloc}", tls, b"e2e hello"
         )
         assert " 101 " in status and echoed == b"e2e hello", (status, echoed)
         status, _ = stack.client_ns(
-            clients.websocket_echo, server, port, f"{host}:{port}", "https://evil.example", tls, b"x"
+            clients.websocket_echo, server, port, netloc, "https://evil.example", tls, b"x"
         )
         assert " 403 " in status, f"a foreign Origin must be refused, got {status}"
 
