@@ -414,8 +414,8 @@ class NginxEdgeSettings(_Model):
     requests_per_second: int = Field(default=10, ge=1, le=1000)
     """Sustained requests per second per client address to the tracker API and HTTP tracker names;
     more are answered 429."""
-    # A client starting up announces all of its torrents at once (rtorrent's network.http.max_open
-    # and libtorrent's max_concurrent_http_announces bound that wave at 50).
+    # A client starting up announces all of its torrents at once; libtorrent (qBittorrent, Deluge)
+    # runs at most max_concurrent_http_announces of them at a time, 50 by default.
     request_burst: int = Field(default=100, ge=0, le=10000)
     """Requests above that rate served at once (a client announcing all of its torrents at start)."""
     connections_per_address: int = Field(default=64, ge=1, le=4096)

@@ -4,10 +4,11 @@ Reads `pulumi stack output --json --show-secrets --stack <stack>` (or `--outputs
 check in parallel with a timeout each, prints a table (or `--json`) and exits 1 when a check fails.
 
 Checks: DNS records as published (public resolver), TLS 1.3 + certificate (name, issuer, days left)
-for each Pingoo name on 443, the key exchange group offered X25519MLKEM768, tracker API health,
-stats with and without the admin token, HTTP tracker announce + scrape (bencode), UDP tracker
-BEP 15 connect + announce (IPv4, and IPv6 where an AAAA is advertised), Grafana on 3443 (TLS,
-HSTS, login page, WebSocket 101 on /api/live/ws), and port 80 (redirect, ACME challenge path).
+for each name the edge serves on 443 (the `edge` output), the key exchange group offered
+X25519MLKEM768, tracker API health, stats with and without the admin token, HTTP tracker announce +
+scrape (bencode), UDP tracker BEP 15 connect + announce (IPv4, and IPv6 where an AAAA is
+advertised), Grafana on its port (3443 with the pingoo edge, 443 with the nginx edge: TLS, HSTS,
+login page, WebSocket 101 on /api/live/ws), and port 80 (redirect, ACME challenge path).
 
 For tests and special networks: `--resolver ADDR --resolver-port N`, `--resolve NAME=ADDR` (connect there
 instead of resolving NAME), `--port 443=8443` (port remap), `--ca-bundle FILE`, `--issuer TEXT`.

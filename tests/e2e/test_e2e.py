@@ -693,6 +693,55 @@ def test_recreating_nginx_certbot_keeps_the_certificate(stack: Stack) -> None:
     assert after == before, "re-created nginx-certbot serves a different certificate: certbot state was lost"
 
 
+def edge_certificates(stack: Stack) -> dict[str, bytes]:
+    """name:port -> the DER certificate served there, for every TLS endpoint of the edge."""
+    wait_for_edge_certificates(stack)
+    tls = trusted(stack)
+    return {
+        f"{e['name']}:{e['port']}": stack.client_ns(
+            lambda e=e: clients.peer_cert_der(stack.net.server_v4, e["port"], e["name"], tls)
+        )
+        for e in edge_output(stack)["https"]
+    }
+
+
+def test_the_nginx_edge_serves_its_certificates_when_the_acme_server_is_down_at_a_restart(
+    stack: Stack,
+) -> None:
+    """Pingoo exits at start when the ACME directory is unreachable (research: pingoo-v0.14.7-measured
+    row h); the nginx edge restarts with certbot failing and keeps serving every name's certificate
+    from the volume, over both families (jonasal/nginx-certbot: nginx starts before certbot runs and
+    a config is only disabled while its certificate files are missing)."""
+    if edge_output(stack)["kind"] != "nginx":
+        pytest.skip("the nginx edge's behaviour (E2E_STACK=nginx-example)")
+    before = edge_certificates(stack)
+    saved = dict(stack.extra_env["nginx-certbot"])
+    try:
+        # A closed port of the client namespace ("the internet"): the directory does not answer.
+        stack.extra_env["nginx-certbot"]["CERTBOT_STAGING_URL"] = f"https://{stack.net.client_v4}:9/dir"
+        stack.recreate("nginx-certbot")
+        assert_running_and_healthy(stack, "nginx-certbot")
+        closed = f"{stack.net.client_v4}:9/dir"
+
+        def certbot_failed() -> bool:
+            logs = stack.container("nginx-certbot").logs().decode(errors="replace")
+            # The image's loop names the directory it asks; certbot then reports the failure.
+            return closed in logs and "error" in logs.split(closed, 1)[1].lower()
+
+        wait_for(certbot_failed, 120, "certbot to fail against the closed directory", interval=3)
+        assert edge_certificates(stack) == before, "the edge stopped serving a certificate"
+        for server in (stack.net.server_v4, stack.net.server_v6):
+            for endpoint in edge_output(stack)["https"]:
+                der = stack.client_ns(
+                    clients.peer_cert_der, server, endpoint["port"], endpoint["name"], trusted(stack)
+                )
+                assert der == before[f"{endpoint['name']}:{endpoint['port']}"], (server, endpoint)
+    finally:
+        stack.extra_env["nginx-certbot"] = saved
+        stack.recreate("nginx-certbot")
+        assert_running_and_healthy(stack, "nginx-certbot")
+
+
 # --- Mutations: the checks above must fail when the plan is broken this way ------------------------------
 
 
