@@ -14,7 +14,9 @@ link_user_configs() {
     done
 }
 
-cert_files() { grep -oE 'ssl_(certificate|certificate_key|trusted_certificate)\s+[^;]+' "$1" | awk '{print $2}'; }
+# Directive lines only, as util.sh's parse_keyfiles/parse_fullchains/parse_chains (`^\s*ssl_...\s+(.*);`):
+# a comment that names a directive is not one.
+cert_files() { grep -E '^\s*ssl_(certificate|certificate_key|trusted_certificate)\s+[^;]+;' "$1" | awk '{print $2}' | tr -d ';'; }
 
 auto_enable_configs() {
     for conf in /etc/nginx/conf.d/*.conf /etc/nginx/conf.d/*.conf.nokey; do
@@ -37,7 +39,7 @@ run_certbot() {
     for conf in /etc/nginx/conf.d/*.conf /etc/nginx/conf.d/*.conf.nokey; do
         [ -e "$conf" ] || continue
         # shellcheck disable=SC2013  # names and domains never contain spaces
-        for name in $(grep -oE 'ssl_certificate_key\s+/etc/letsencrypt/live/[^/]+/privkey.pem' "$conf" | sed -E 's|.*/live/([^/]+)/.*|\1|' | sort -u); do
+        for name in $(grep -E '^\s*ssl_certificate_key\s+/etc/letsencrypt/live/[^/]+/privkey.pem;' "$conf" | sed -E 's|.*/live/([^/]+)/.*|\1|' | sort -u); do
             domains=$(grep -oE '^\s*server_name\s+[^;]+' "$conf" | sed -E 's/^\s*server_name\s+//' | tr ' ' '\n' | grep -v '^_$' | sort -u | sed 's/^/-d /' | tr '\n' ' ')
             echo "requesting certificate '$name' for $domains from $url"
             # shellcheck disable=SC2086
