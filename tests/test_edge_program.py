@@ -251,3 +251,20 @@ def test_nginx_limits_with_the_pingoo_edge_are_refused() -> None:
 def test_nginx_limits_are_bounded(key: str, value: int, expected: str) -> None:
     message = refused({"edge": {"kind": "nginx", "nginx": {key: value}}})
     assert f"torrust-hybrid-tls:edge.nginx.{key}:" in message and expected in message
+
+
+def test_the_doctor_checks_what_the_edge_output_names(nginx_run: ProgramRun) -> None:
+    """tools/doctor.py plans its checks from the outputs: every edge name on 443 over IPv4 and, with
+    an AAAA, IPv6; Grafana on its own port (443 with the nginx edge)."""
+    from tools import doctor
+
+    target = doctor.Target(
+        outputs=nginx_run.outputs, resolver=("127.0.0.1", 53), resolve={}, ports={}, ca_bundle=None,
+        issuer="x", timeout=1, min_days=1,
+    )  # fmt: skip
+    planned = {(kind, where) for kind, where, _check in doctor.plan_checks(target)}
+    names = ("api.example.com", "http1.example.com", "grafana.example.com")
+    assert {("tls 443", n) for n in names} <= planned
+    assert {("tls 443 ipv6", n) for n in names} <= planned
+    assert ("grafana 443", "grafana.example.com") in planned
+    assert not [kind for kind, _where in planned if kind == "grafana 3443"]

@@ -190,8 +190,10 @@ def tls_context(target: Target, verify: bool) -> ssl.SSLContext:
     return context
 
 
-def tls_connect(target: Target, name: str, port: int, verify: bool = True) -> ssl.SSLSocket:
-    address = target.address(name)
+def tls_connect(
+    target: Target, name: str, port: int, verify: bool = True, family: int = socket.AF_INET
+) -> ssl.SSLSocket:
+    address = target.address(name, family)
     try:
         raw = socket.create_connection((address, target.port(port)), timeout=target.timeout)
     except OSError as error:
@@ -234,9 +236,9 @@ def days_left(not_after: str) -> int:
     return (expires - datetime.datetime.now(datetime.UTC)).days
 
 
-def check_certificate(target: Target, name: str, port: int) -> str:
+def check_certificate(target: Target, name: str, port: int, family: int = socket.AF_INET) -> str:
     staging_unverifiable = target.ca_bundle is None and bool(target.outputs.get("acmeStaging"))
-    with tls_connect(target, name, port, verify=not staging_unverifiable) as sock:
+    with tls_connect(target, name, port, verify=not staging_unverifiable, family=family) as sock:
         version = sock.version()
         der = sock.getpeercert(binary_form=True)
     if version != "TLSv1.3":
@@ -515,6 +517,16 @@ def plan_checks(target: Target) -> list[Check]:
     for name in names:
         checks.append(
             ("tls 443", name, functools.partial(check_certificate, target, name, layout.HTTPS_PORT))
+        )
+    # Names with an AAAA (every name with the nginx edge) are checked over IPv6 as well.
+    with_aaaa = {r["name"] for r in outputs.get("dnsRecords", []) if r["type"] == "AAAA"}
+    for name in (n for n in names if n in with_aaaa):
+        checks.append(
+            (
+                "tls 443 ipv6",
+                name,
+                functools.partial(check_certificate, target, name, layout.HTTPS_PORT, socket.AF_INET6),
+            )
         )
     checks.append(("pq group", api, lambda: check_pq_group(target, api, layout.HTTPS_PORT)))
     checks.append(("api health", api, lambda: check_api_health(target, api)))
