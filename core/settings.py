@@ -412,8 +412,8 @@ class NginxEdgeSettings(_Model):
     # A client announces each torrent once per tracker.announceInterval (300 s): 10 requests/s from
     # one address is 3000 torrents, or a carrier-grade NAT address shared by many users.
     requests_per_second: int = Field(default=10, ge=1, le=1000)
-    """Sustained requests per second per client address to the tracker API and HTTP tracker names;
-    more are answered 429."""
+    """Sustained requests per second per client address (an IPv4 address or an IPv6 /64) to the
+    tracker API and HTTP tracker names; more are answered 429."""
     # A client starting up announces all of its torrents at once; libtorrent (qBittorrent, Deluge)
     # runs at most max_concurrent_http_announces of them at a time, 50 by default.
     request_burst: int = Field(default=100, ge=0, le=10000)
@@ -503,7 +503,8 @@ def _tracker_image(value: str) -> str:
 
 class ImageSettings(_Model):
     pingoo: ImageRef = "pingooio/pingoo:0.14.7"
-    """Pingoo image (0.14.9 has an ACME regression, pingoo PR #24; the program warns)."""
+    """Pingoo image, the pingoo edge only (0.14.9 has an ACME regression, pingoo PR #24; the program
+    warns)."""
     nginx_certbot: ImageRef = "jonasal/nginx-certbot:6.2.0-nginx1.31.2"
     """nginx+certbot image."""
     tracker: Annotated[ImageRef, AfterValidator(_tracker_image)] = TRACKER_IMAGE
