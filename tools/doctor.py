@@ -464,10 +464,13 @@ def check_grafana(target: Target, name: str) -> str:
     if root.status != 200 or b"Grafana" not in root.body:
         raise CheckError(f"/login answered {root.status} without the Grafana login page")
     key = base64.b64encode(secrets.token_bytes(16)).decode()
+    # As a browser sends it (RFC 6454: no port when it is the scheme's default); Grafana Live compares
+    # it with Host and root_url, so `https://<name>:443` would be refused.
+    origin = f"https://{name}" if port == layout.HTTPS_PORT else f"https://{name}:{port}"
     upgrade = http_get(
         target, name, port, "/api/live/ws",
         headers={"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": key,
-                 "Sec-WebSocket-Version": "13", "Origin": f"https://{name}:{port}"},
+                 "Sec-WebSocket-Version": "13", "Origin": origin},
     )  # fmt: skip
     if upgrade.status != 101:
         raise CheckError(
