@@ -268,3 +268,35 @@ def test_the_doctor_checks_what_the_edge_output_names(nginx_run: ProgramRun) -> 
     assert {("tls 443 ipv6", n) for n in names} <= planned
     assert ("grafana 443", "grafana.example.com") in planned
     assert not [kind for kind, _where in planned if kind == "grafana 3443"]
+
+
+def test_switching_a_live_stack_replaces_what_the_readme_says(deploy: Deploy, tmp_path: Path) -> None:
+    """The switch pingoo -> nginx as `make plan-diff` predicts it from the providers' replacement rules
+    (tools/plan_diff.py): exactly the edge, Grafana, Prometheus, the blackbox exporter and the DNS gate
+    are replaced, Pingoo goes, the handover and the AAAA records come, the firewall and the CAA records
+    change in place, and the server, the volume, the IPs and the tracker are untouched."""
+    from tools import plan_diff
+    from tools.plan import write_plan
+
+    hybrid, nginx = tmp_path / "hybrid", tmp_path / "nginx"
+    managed = {"dns": {"zone": "example.com", "ttl": 300}}
+    write_plan("dev", deploy(managed), hybrid)
+    write_plan("dev", deploy({**managed, **nginx_changes()}), nginx)
+    (base, base_files), (head, head_files) = plan_diff.read_rendered(hybrid), plan_diff.read_rendered(nginx)
+    result = plan_diff.diff_plans(base, head, base_files, head_files)
+    actions: dict[str, set[str]] = {}
+    for resource in result.resources:
+        actions.setdefault(resource.action, set()).add(resource.name)
+    assert actions["replace"] == {
+        "nginx-certbot",
+        "grafana",
+        "prometheus",
+        "blackbox-exporter",
+        "dns-gate-wait",
+    }
+    assert actions["delete"] == {"pingoo", "pingoo-image"}  # the container, its image, its component
+    assert {"nginx-handover", "dns-aaaa-api", "dns-aaaa-http1", "dns-aaaa-grafana"} <= actions["create"]
+    assert {"host-firewall", "dns-caa-api", "dns-caa-http1", "dns-caa-grafana"} <= actions["update"]
+    untouched = {"host-server", "host-volume", "host-ipv4", "host-ipv6", "tracker", "docker-ready"}
+    assert not untouched & set().union(*actions.values())
+    assert not result.server_replacements
