@@ -1,7 +1,7 @@
 # torrust-hybrid-tls — developer entry points. Interfaces other tools rely on:
 #   make test                 the unit tier (seconds); real-tool, e2e and engine tests skip with the reason
 #   make check                lint + types + every test, real tools required (REQUIRE_REAL_TOOLS=1)
-#   make e2e                  the e2e tier alone (root; real dockerd; tests/e2e/README.md)
+#   make e2e [E2E_STACKS=...] the e2e tier alone, per stack (root; real dockerd; tests/e2e/README.md)
 #   make plan STACK=dev       offline plan under mocks -> build/plan/<stack>/
 #   make plan-diff BASE=<ref> [STACK=dev] [PLAN_DIFF_ARGS=--json]   Markdown (or JSON) review of a change
 #   make docs                 regenerate Pulumi.yaml `config:` and the README configuration reference
@@ -57,13 +57,24 @@ typecheck: $(VENV_STAMP)
 actionlint: $(VENV_STAMP)
 	$(PYTHON) -m tools.run_actionlint
 
+# The e2e tier deploys each of these stacks in turn: the pingoo edge (dev) and the nginx edge.
+E2E_STACKS ?= dev nginx-example
+
 check: lint typecheck actionlint
 	REQUIRE_REAL_TOOLS=1 $(PYTHON) -m pytest -q
+	@# The run above includes the e2e tier for `dev`; the other stacks' e2e sessions follow.
+	@for stack in $(filter-out dev,$(E2E_STACKS)); do \
+	  echo "e2e tier, stack $$stack"; \
+	  E2E=1 REQUIRE_REAL_TOOLS=1 E2E_STACK=$$stack $(PYTHON) -m pytest -q tests/e2e || exit 1; \
+	done
 
 e2e: $(VENV_STAMP)
 	@[ "$$(id -u)" -eq 0 ] || { echo "error: make e2e needs root (network namespaces, its own dockerd)" >&2; \
 	  echo "  fix: sudo make e2e   (the tools it needs: .ci/run installs them)" >&2; exit 1; }
-	E2E=1 REQUIRE_REAL_TOOLS=1 $(PYTHON) -m pytest -q -s tests/e2e
+	@for stack in $(E2E_STACKS); do \
+	  echo "e2e tier, stack $$stack"; \
+	  E2E=1 REQUIRE_REAL_TOOLS=1 E2E_STACK=$$stack $(PYTHON) -m pytest -q -s tests/e2e || exit 1; \
+	done
 
 plan: $(VENV_STAMP)
 	$(PYTHON) -m tools.plan --stack $(STACK)
