@@ -397,7 +397,9 @@ def check_http_tracker(target: Target, url: str) -> str:
     info_hash, peer_id = secrets.token_bytes(20), b"-DR0001-" + secrets.token_bytes(12)
     query = urllib.parse.urlencode(
         {"info_hash": info_hash, "peer_id": peer_id, "port": 6881, "uploaded": 0, "downloaded": 0,
-         "left": 0, "compact": 1, "event": "started"}
+         "left": 0, "compact": 1, "event": "started"},
+        # Every byte percent-encoded: the tracker does not read urlencode's `+` as a space.
+        quote_via=urllib.parse.quote,
     )  # fmt: skip
     reply = http_get(target, name, layout.HTTPS_PORT, f"{parts.path}?{query}")
     announce = bdecode(reply.body)
@@ -412,7 +414,10 @@ def check_http_tracker(target: Target, url: str) -> str:
 def _scrape(target: Target, name: str, info_hash: bytes | None = None) -> str:
     info_hash = info_hash or secrets.token_bytes(20)
     reply = http_get(
-        target, name, layout.HTTPS_PORT, "/scrape?" + urllib.parse.urlencode({"info_hash": info_hash})
+        target,
+        name,
+        layout.HTTPS_PORT,
+        "/scrape?" + urllib.parse.urlencode({"info_hash": info_hash}, quote_via=urllib.parse.quote),
     )
     scrape = bdecode(reply.body)
     if reply.status != 200 or not isinstance(scrape, dict) or b"files" not in scrape:
